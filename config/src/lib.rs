@@ -1,0 +1,22 @@
+//! triage-config: the one typed configuration tree for triage's binaries.
+//!
+//! Precedence: built-in defaults ([`BrokerConfig::default`], the only place a
+//! default lives) < TOML file (`--config FILE`) < `TRIAGE_*` environment
+//! variables < command-line flags (nsqd's names, so triaged can stand in for
+//! nsqd). [`BrokerConfig::validate`] runs before anything starts, and its
+//! error names the key and what is allowed.
+//!
+//! Modules: [`broker`] (the tree and its defaults), [`units`] (durations like
+//! `60s`/`1m30s` and sizes like `1 MiB`), [`flags`] (clap arguments), [`load`]
+//! (merging the layers), [`tier`] (tiers and topic-name rules).
+
+pub mod broker;
+pub mod flags;
+pub mod load;
+pub mod tier;
+pub mod units;
+
+pub use broker::{BrokerConfig, LogFormat};
+pub use flags::{normalize_nsqd_args, BrokerArgs};
+pub use load::{broker_from_toml, load_broker, load_broker_with_env, ConfigError, Origin};
+pub use tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};

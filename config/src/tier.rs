@@ -1,0 +1,284 @@
+//! Delivery tiers and the rules that pick a topic's tier by name.
+
+use crate::load::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    Memory,
+    Persistent,
+    Delayed,
+}
+
+impl Tier {
+    /// Every tier's name, as [`Tier::as_str`] spells it.
+    pub const NAMES: &'static [&'static str] = &["memory", "persistent", "delayed"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Persistent => "persistent",
+            Tier::Delayed => "delayed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Refuse the publish with `E_PUB_FAILED`.
+    Reject,
+    /// Write the overflow to the persistent store (needs the persistent tier).
+    Spill,
+}
+
+/// `pattern` is a glob over topic names (`tickets.*`, `batch-*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierRule {
+    pub pattern: String,
+    pub tier: Tier,
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Tier {
+    type Err = ParseNameError;
+
+    /// `memory`, `persistent` or `delayed`, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "memory" => Ok(Tier::Memory),
+            "persistent" => Ok(Tier::Persistent),
+            "delayed" => Ok(Tier::Delayed),
+            _ => Err(ParseNameError::new("tier", s, Tier::NAMES)),
+        }
+    }
+}
+
+impl OverflowPolicy {
+    /// Every policy's name, as [`OverflowPolicy::as_str`] spells it.
+    pub const NAMES: &'static [&'static str] = &["reject", "spill"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverflowPolicy::Reject => "reject",
+            OverflowPolicy::Spill => "spill",
+        }
+    }
+}
+
+impl std::fmt::Display for OverflowPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for OverflowPolicy {
+    type Err = ParseNameError;
+
+    /// `reject` or `spill`, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "reject" => Ok(OverflowPolicy::Reject),
+            "spill" => Ok(OverflowPolicy::Spill),
+            _ => Err(ParseNameError::new(
+                "overflow policy",
+                s,
+                OverflowPolicy::NAMES,
+            )),
+        }
+    }
+}
+
+/// A name that is not one of an enum's spellings (a tier, an overflow policy,
+/// a log format). The message lists the allowed names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}: expected one of {}", allowed.join(", "))]
+pub struct ParseNameError {
+    what: &'static str,
+    value: String,
+    allowed: &'static [&'static str],
+}
+
+impl ParseNameError {
+    pub(crate) fn new(what: &'static str, value: &str, allowed: &'static [&'static str]) -> Self {
+        ParseNameError {
+            what,
+            value: value.to_owned(),
+            allowed,
+        }
+    }
+
+    /// The names that would have been accepted.
+    pub fn allowed(&self) -> &'static [&'static str] {
+        self.allowed
+    }
+}
+
+/// nsqd's suffix for topics and channels that live only in memory, drop what
+/// overflows and vanish with their last client.
+pub const EPHEMERAL_SUFFIX: &str = "#ephemeral";
+
+/// Whether a topic or channel name is ephemeral (ends in `#ephemeral`).
+pub fn is_ephemeral(name: &str) -> bool {
+    name.ends_with(EPHEMERAL_SUFFIX)
+}
+
+/// [`TierRule`]s compiled once, to pick tiers for many topics without
+/// recompiling globs. Build it with [`crate::BrokerConfig::tier_matcher`] (or
+/// [`TierMatcher::new`]) when the broker starts and keep it.
+///
+/// Few rules are expected, so each is its own matcher tried in order; that
+/// keeps "first match wins" obvious where a `GlobSet` would report every match.
+#[derive(Debug, Clone)]
+pub struct TierMatcher {
+    rules: Vec<(globset::GlobMatcher, Tier)>,
+    default: Tier,
+}
+
+impl TierMatcher {
+    /// Compiles `rules`; `default` is the tier of a topic no rule matches.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `tier_rules[i].pattern` when a pattern is
+    /// empty or not a valid glob.
+    pub fn new(rules: &[TierRule], default: Tier) -> Result<Self, ConfigError> {
+        let compiled = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Ok((compile_pattern(i, &rule.pattern)?, rule.tier)))
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(TierMatcher {
+            rules: compiled,
+            default,
+        })
+    }
+
+    /// Like [`TierMatcher::new`], but a rule whose pattern does not compile is
+    /// skipped. Only for configs that were never validated.
+    pub(crate) fn lenient(rules: &[TierRule], default: Tier) -> Self {
+        let compiled = rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, rule)| Some((compile_pattern(i, &rule.pattern).ok()?, rule.tier)))
+            .collect();
+        TierMatcher {
+            rules: compiled,
+            default,
+        }
+    }
+
+    /// `#ephemeral` topics are always [`Tier::Memory`]; otherwise the tier of
+    /// the first rule whose pattern matches; otherwise the default tier.
+    pub fn tier_for(&self, topic: &str) -> Tier {
+        if is_ephemeral(topic) {
+            return Tier::Memory;
+        }
+        self.rules
+            .iter()
+            .find(|(glob, _)| glob.is_match(topic))
+            .map_or(self.default, |&(_, tier)| tier)
+    }
+}
+
+fn compile_pattern(index: usize, pattern: &str) -> Result<globset::GlobMatcher, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: format!("tier_rules[{index}].pattern"),
+        value: format!("{pattern:?}"),
+        reason,
+        origin: None,
+    };
+    if pattern.is_empty() {
+        return Err(invalid(
+            "a pattern must not be empty; use \"*\" to match every topic".to_owned(),
+        ));
+    }
+    globset::Glob::new(pattern)
+        .map(|glob| glob.compile_matcher())
+        .map_err(|e| {
+            invalid(format!(
+                "not a valid glob ({}); use * and ? wildcards, [abc] classes or {{a,b}} alternatives",
+                e.kind()
+            ))
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rule(pattern: &str, tier: Tier) -> TierRule {
+        TierRule {
+            pattern: pattern.to_owned(),
+            tier,
+        }
+    }
+
+    #[test]
+    fn names_parse_and_print() {
+        for tier in [Tier::Memory, Tier::Persistent, Tier::Delayed] {
+            assert_eq!(tier.as_str().parse::<Tier>().unwrap(), tier);
+            assert_eq!(tier.to_string(), tier.as_str());
+        }
+        assert_eq!("Persistent".parse::<Tier>().unwrap(), Tier::Persistent);
+        let err = "disk".parse::<Tier>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown tier \"disk\": expected one of memory, persistent, delayed"
+        );
+        assert_eq!(
+            "spill".parse::<OverflowPolicy>().unwrap(),
+            OverflowPolicy::Spill
+        );
+        assert_eq!(
+            "reject".parse::<OverflowPolicy>().unwrap(),
+            OverflowPolicy::Reject
+        );
+        let err = "drop".parse::<OverflowPolicy>().unwrap_err().to_string();
+        assert!(err.contains("reject, spill"), "{err}");
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let matcher = TierMatcher::new(
+            &[
+                rule("tickets.urgent", Tier::Memory),
+                rule("tickets.*", Tier::Persistent),
+                rule("batch-*", Tier::Delayed),
+                rule("*", Tier::Persistent),
+            ],
+            Tier::Memory,
+        )
+        .unwrap();
+        assert_eq!(matcher.tier_for("tickets.urgent"), Tier::Memory);
+        assert_eq!(matcher.tier_for("tickets.new"), Tier::Persistent);
+        assert_eq!(matcher.tier_for("batch-nightly"), Tier::Delayed);
+        assert_eq!(matcher.tier_for("other"), Tier::Persistent);
+        assert_eq!(matcher.tier_for("batch-x#ephemeral"), Tier::Memory);
+    }
+
+    #[test]
+    fn no_match_falls_back_to_default() {
+        let matcher = TierMatcher::new(&[rule("a?c", Tier::Delayed)], Tier::Persistent).unwrap();
+        assert_eq!(matcher.tier_for("abc"), Tier::Delayed);
+        assert_eq!(matcher.tier_for("abbc"), Tier::Persistent);
+        assert_eq!(matcher.tier_for("x#ephemeral"), Tier::Memory);
+    }
+
+    #[test]
+    fn bad_patterns_name_the_rule() {
+        let rules = [rule("ok.*", Tier::Delayed), rule("bad[", Tier::Delayed)];
+        let err = TierMatcher::new(&rules, Tier::Memory).unwrap_err();
+        assert_eq!(err.key(), Some("tier_rules[1].pattern"));
+        assert!(err.to_string().contains("not a valid glob"), "{err}");
+        let err = TierMatcher::new(&[rule("", Tier::Delayed)], Tier::Memory).unwrap_err();
+        assert_eq!(err.key(), Some("tier_rules[0].pattern"));
+
+        let lenient = TierMatcher::lenient(&rules, Tier::Memory);
+        assert_eq!(lenient.tier_for("ok.1"), Tier::Delayed);
+        assert_eq!(lenient.tier_for("bad["), Tier::Memory);
+    }
+}
