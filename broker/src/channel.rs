@@ -1,0 +1,477 @@
+//! A channel: one queue shared by its consumers, plus what it owns about
+//! delivery — in-flight messages with their timeouts, and deferred messages.
+//!
+//! All of a channel's mutable state sits behind one std `Mutex`: every critical
+//! section is a few map and queue operations with no `.await`, so a sync lock
+//! is cheaper than an async one and cannot be held across a suspension point.
+//! Timeouts and deferrals are two ordered sets served by one timer task per
+//! channel ([`Channel::run_timer`]), never a timer per message.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use triage_protocol::{Message, MessageId};
+
+use crate::client::{ClientId, ClientInfo};
+
+/// Why a channel refused an operation on a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InFlightError {
+    #[error("message not in flight")]
+    NotInFlight,
+    #[error("message in flight with another client")]
+    WrongClient,
+}
+
+/// A consumer as the channel sees it.
+#[derive(Debug)]
+struct Consumer {
+    info: Arc<ClientInfo>,
+    in_flight: u64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    msg: Message,
+    client: ClientId,
+    deadline: Instant,
+    delivered_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Message>,
+    in_flight: HashMap<MessageId, InFlight>,
+    /// Timeout order of `in_flight`.
+    deadlines: BTreeSet<(Instant, MessageId)>,
+    /// Due order of deferred messages.
+    deferred: BTreeMap<(Instant, MessageId), Message>,
+    consumers: HashMap<ClientId, Consumer>,
+    paused: bool,
+    deleted: bool,
+}
+
+impl State {
+    fn next_deadline(&self) -> Option<Instant> {
+        let timeout = self.deadlines.first().map(|(t, _)| *t);
+        let due = self.deferred.first_key_value().map(|((t, _), _)| *t);
+        match (timeout, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes `id` out of flight and gives its consumer the credit back.
+    fn take_in_flight(&mut self, id: &MessageId) -> Option<InFlight> {
+        let entry = self.in_flight.remove(id)?;
+        self.deadlines.remove(&(entry.deadline, *id));
+        if let Some(consumer) = self.consumers.get_mut(&entry.client) {
+            consumer.in_flight = consumer.in_flight.saturating_sub(1);
+            consumer
+                .info
+                .in_flight
+                .store(consumer.in_flight, Ordering::Relaxed);
+        }
+        Some(entry)
+    }
+}
+
+/// Counters nsqd reports per channel in `/stats`.
+#[derive(Debug, Default)]
+pub struct ChannelCounters {
+    pub message_count: AtomicU64,
+    pub requeue_count: AtomicU64,
+    pub timeout_count: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub name: String,
+    pub topic_name: String,
+    /// `#ephemeral`: overflow is dropped and the channel goes with its last consumer.
+    pub ephemeral: bool,
+    /// Memory-tier bound: queued plus deferred messages.
+    bound: u64,
+    state: Mutex<State>,
+    /// Consumers with credit and nothing to take wait here; every put wakes them.
+    available: Notify,
+    /// Wakes the timer task when a deadline earlier than the one it sleeps on appears.
+    timer_wake: Notify,
+    /// Cancelled when the channel is deleted or the broker shuts down.
+    cancel: CancellationToken,
+    pub counters: ChannelCounters,
+}
+
+/// A point-in-time view for `/stats`.
+#[derive(Debug, Clone)]
+pub struct ChannelSnapshot {
+    pub depth: u64,
+    pub in_flight: u64,
+    pub deferred: u64,
+    pub paused: bool,
+    pub clients: Vec<Arc<ClientInfo>>,
+}
+
+impl Channel {
+    pub fn new(
+        topic_name: &str,
+        name: &str,
+        bound: u64,
+        cancel: CancellationToken,
+    ) -> Arc<Channel> {
+        Arc::new(Channel {
+            name: name.to_owned(),
+            topic_name: topic_name.to_owned(),
+            ephemeral: triage_protocol::names::is_ephemeral(name),
+            bound,
+            state: Mutex::new(State::default()),
+            available: Notify::new(),
+            timer_wake: Notify::new(),
+            cancel,
+            counters: ChannelCounters::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in a few lines of
+        // collection code; the state is still structurally valid, so go on.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn bound(&self) -> u64 {
+        self.bound
+    }
+
+    /// Room left for new messages under the memory-tier bound.
+    pub fn free_capacity(&self) -> u64 {
+        let state = self.lock();
+        self.bound
+            .saturating_sub((state.queue.len() + state.deferred.len()) as u64)
+    }
+
+    /// Queues messages, deferred ones (with a due time) into the deferred set.
+    /// The caller has checked capacity; ephemeral channels drop what overflows.
+    pub fn put_all(&self, msgs: impl IntoIterator<Item = (Message, Option<Instant>)>) {
+        let mut state = self.lock();
+        let mut queued = false;
+        let mut earlier_due = false;
+        for (msg, due) in msgs {
+            if self.ephemeral && (state.queue.len() + state.deferred.len()) as u64 >= self.bound {
+                continue;
+            }
+            self.counters.message_count.fetch_add(1, Ordering::Relaxed);
+            match due {
+                Some(due) => {
+                    earlier_due |= state.next_deadline().is_none_or(|next| due < next);
+                    state.deferred.insert((due, msg.id), msg);
+                }
+                None => {
+                    state.queue.push_back(msg);
+                    queued = true;
+                }
+            }
+        }
+        drop(state);
+        if queued {
+            self.available.notify_waiters();
+        }
+        if earlier_due {
+            self.timer_wake.notify_one();
+        }
+    }
+
+    /// Registers a consumer. Fails if the channel was deleted meanwhile.
+    pub fn add_consumer(
+        &self,
+        info: Arc<ClientInfo>,
+        max_consumers: u32,
+    ) -> Result<(), &'static str> {
+        let mut state = self.lock();
+        if state.deleted {
+            return Err("channel is exiting");
+        }
+        if max_consumers > 0 && state.consumers.len() >= max_consumers as usize {
+            return Err("channel consumers for this channel reached the limit");
+        }
+        state
+            .consumers
+            .insert(info.id, Consumer { info, in_flight: 0 });
+        Ok(())
+    }
+
+    /// Removes a consumer and requeues what it had in flight at once (nsqd
+    /// waits for each message's timeout; there is no reason to make others wait).
+    /// Returns how many consumers remain.
+    pub fn remove_consumer(&self, client: ClientId) -> usize {
+        let mut state = self.lock();
+        state.consumers.remove(&client);
+        let orphaned: Vec<MessageId> = state
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.client == client)
+            .map(|(id, _)| *id)
+            .collect();
+        let requeued = !orphaned.is_empty();
+        for id in orphaned {
+            if let Some(entry) = state.take_in_flight(&id) {
+                self.counters.requeue_count.fetch_add(1, Ordering::Relaxed);
+                state.queue.push_back(entry.msg);
+            }
+        }
+        let remaining = state.consumers.len();
+        drop(state);
+        if requeued {
+            self.available.notify_waiters();
+        }
+        remaining
+    }
+
+    /// Takes up to `rdy - in_flight` messages for `client` (at most `max`), each
+    /// with `attempts + 1` and a timeout of `msg_timeout`. Returns whether
+    /// waiting for [`Channel::available`] makes sense: the client still has
+    /// credit (or the channel is paused), so the next put or unpause is for it.
+    pub fn take_for(
+        &self,
+        client: ClientId,
+        rdy: u64,
+        msg_timeout: Duration,
+        max: usize,
+        out: &mut Vec<Message>,
+    ) -> bool {
+        let now = Instant::now();
+        let deadline = now + msg_timeout;
+        let mut guard = self.lock();
+        if guard.deleted {
+            return false;
+        }
+        if guard.paused {
+            // Unpausing wakes everyone waiting for messages.
+            return true;
+        }
+        // Clients choose their own msg_timeout, so a new deadline can precede the timer's.
+        let wake_timer = guard.next_deadline().is_none_or(|next| deadline < next);
+        let state = &mut *guard;
+        let Some(consumer) = state.consumers.get_mut(&client) else {
+            return false;
+        };
+        let mut taken = 0;
+        while consumer.in_flight < rdy && taken < max {
+            let Some(mut msg) = state.queue.pop_front() else {
+                break;
+            };
+            msg.attempts = msg.attempts.saturating_add(1);
+            state.deadlines.insert((deadline, msg.id));
+            state.in_flight.insert(
+                msg.id,
+                InFlight {
+                    msg: msg.clone(),
+                    client,
+                    deadline,
+                    delivered_at: now,
+                },
+            );
+            consumer.in_flight += 1;
+            taken += 1;
+            out.push(msg);
+        }
+        consumer
+            .info
+            .in_flight
+            .store(consumer.in_flight, Ordering::Relaxed);
+        let credit_left = consumer.in_flight < rdy;
+        drop(guard);
+        if taken > 0 && wake_timer {
+            self.timer_wake.notify_one();
+        }
+        credit_left
+    }
+
+    /// A future that completes at the next put (create it before [`take_for`]
+    /// and `enable` it, so a put in between is not missed).
+    pub fn available(&self) -> tokio::sync::futures::Notified<'_> {
+        self.available.notified()
+    }
+
+    /// `FIN`: the message is done.
+    pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<Duration, InFlightError> {
+        let mut state = self.lock();
+        Self::check_owner(&state, client, id)?;
+        let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
+        Ok(entry.delivered_at.elapsed())
+    }
+
+    /// `REQ`: back to the queue now, or deferred by `delay`.
+    pub fn requeue(
+        &self,
+        client: ClientId,
+        id: &MessageId,
+        delay: Duration,
+    ) -> Result<(), InFlightError> {
+        let mut state = self.lock();
+        Self::check_owner(&state, client, id)?;
+        let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
+        self.counters.requeue_count.fetch_add(1, Ordering::Relaxed);
+        if delay.is_zero() {
+            state.queue.push_back(entry.msg);
+            drop(state);
+            self.available.notify_waiters();
+        } else {
+            let due = Instant::now() + delay;
+            let earlier = state.next_deadline().is_none_or(|next| due < next);
+            state.deferred.insert((due, entry.msg.id), entry.msg);
+            drop(state);
+            if earlier {
+                self.timer_wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// `TOUCH`: the timeout starts again, capped at delivery + `max_msg_timeout`.
+    pub fn touch(
+        &self,
+        client: ClientId,
+        id: &MessageId,
+        msg_timeout: Duration,
+        max_msg_timeout: Duration,
+    ) -> Result<(), InFlightError> {
+        let mut state = self.lock();
+        Self::check_owner(&state, client, id)?;
+        let state = &mut *state;
+        let entry = state
+            .in_flight
+            .get_mut(id)
+            .ok_or(InFlightError::NotInFlight)?;
+        let new_deadline = (Instant::now() + msg_timeout).min(entry.delivered_at + max_msg_timeout);
+        state.deadlines.remove(&(entry.deadline, *id));
+        entry.deadline = new_deadline;
+        state.deadlines.insert((new_deadline, *id));
+        Ok(())
+    }
+
+    fn check_owner(state: &State, client: ClientId, id: &MessageId) -> Result<(), InFlightError> {
+        match state.in_flight.get(id) {
+            None => Err(InFlightError::NotInFlight),
+            Some(entry) if entry.client != client => Err(InFlightError::WrongClient),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Requeues timed-out messages and releases due deferred ones. Returns the
+    /// next deadline to sleep until.
+    fn process_deadlines(&self, now: Instant) -> Option<Instant> {
+        let mut state = self.lock();
+        let mut released = false;
+        while let Some(&(deadline, id)) = state.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            if let Some(entry) = state.take_in_flight(&id) {
+                self.counters.timeout_count.fetch_add(1, Ordering::Relaxed);
+                if let Some(consumer) = state.consumers.get(&entry.client) {
+                    consumer.info.wake(); // its connection has credit again
+                }
+                state.queue.push_back(entry.msg);
+                released = true;
+            }
+        }
+        while let Some(entry) = state.deferred.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let msg = entry.remove();
+            state.queue.push_back(msg);
+            released = true;
+        }
+        let next = state.next_deadline();
+        drop(state);
+        if released {
+            self.available.notify_waiters();
+        }
+        next
+    }
+
+    /// The channel's one timer task: sleeps until the earliest in-flight
+    /// timeout or deferred due time, and is woken early when an earlier one appears.
+    pub async fn run_timer(self: Arc<Self>) {
+        loop {
+            // Register interest before reading the deadline, so an insert in between wakes us.
+            let wake = self.timer_wake.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            let next = self.process_deadlines(Instant::now());
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = &mut wake => {}
+                _ = sleep_until_opt(next) => {}
+            }
+        }
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.lock().paused = paused;
+        if !paused {
+            self.available.notify_waiters();
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Drops everything queued, deferred and in flight (nsqd's `/channel/empty`).
+    pub fn empty(&self) {
+        let mut state = self.lock();
+        state.queue.clear();
+        state.deferred.clear();
+        state.in_flight.clear();
+        state.deadlines.clear();
+        for consumer in state.consumers.values_mut() {
+            consumer.in_flight = 0;
+            consumer.info.in_flight.store(0, Ordering::Relaxed);
+            consumer.info.wake();
+        }
+    }
+
+    /// Marks the channel deleted, stops its timer and tells its consumers,
+    /// whose connections then close (as nsqd closes them).
+    pub fn delete(&self) {
+        let mut state = self.lock();
+        state.deleted = true;
+        for consumer in state.consumers.values() {
+            consumer.info.wake();
+        }
+        drop(state);
+        self.cancel.cancel();
+        self.available.notify_waiters();
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.lock().deleted
+    }
+
+    pub fn snapshot(&self) -> ChannelSnapshot {
+        let state = self.lock();
+        ChannelSnapshot {
+            depth: state.queue.len() as u64,
+            in_flight: state.in_flight.len() as u64,
+            deferred: state.deferred.len() as u64,
+            paused: state.paused,
+            clients: state.consumers.values().map(|c| c.info.clone()).collect(),
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,268 @@
+//! `/ping`, `/info` and `/stats`, the last in nsqd's JSON shape (nsqadmin,
+//! nsq_stat and nsq_exporter read it) plus a `tier` field per topic.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::{json, text, Params};
+use crate::broker::Broker;
+use crate::channel::Channel;
+use crate::topic::Topic;
+
+pub async fn ping() -> Response {
+    text("OK")
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    version: &'a str,
+    broadcast_address: &'a str,
+    hostname: &'a str,
+    http_port: u16,
+    tcp_port: u16,
+    start_time: i64,
+    max_heartbeat_interval: u128,
+    max_output_buffer_size: u64,
+    max_output_buffer_timeout: u128,
+    max_deflate_level: u32,
+}
+
+pub async fn info(State(broker): State<Arc<Broker>>) -> Response {
+    let config = &broker.config;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    json(&Info {
+        version: crate::VERSION,
+        broadcast_address: &config.broadcast_address,
+        hostname: hostname.trim(),
+        http_port: config.http_address.port(),
+        tcp_port: config.tcp_address.port(),
+        start_time: broker.start_time,
+        // nsqd reports durations as Go's time.Duration: nanoseconds.
+        max_heartbeat_interval: config.max_heartbeat_interval.as_nanos(),
+        max_output_buffer_size: config.max_output_buffer_size,
+        max_output_buffer_timeout: config.max_output_buffer_timeout.as_nanos(),
+        max_deflate_level: config.max_deflate_level,
+    })
+}
+
+#[derive(Serialize)]
+pub struct Stats {
+    pub version: &'static str,
+    pub health: &'static str,
+    pub start_time: i64,
+    pub topics: Vec<TopicStats>,
+    pub producers: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+pub struct TopicStats {
+    pub topic_name: String,
+    /// Extension: the topic's delivery tier.
+    pub tier: &'static str,
+    pub channels: Vec<ChannelStats>,
+    pub depth: u64,
+    pub backend_depth: u64,
+    pub message_count: u64,
+    pub message_bytes: u64,
+    pub paused: bool,
+    pub e2e_processing_latency: Latency,
+}
+
+#[derive(Serialize)]
+pub struct ChannelStats {
+    pub channel_name: String,
+    pub depth: u64,
+    pub backend_depth: u64,
+    pub in_flight_count: u64,
+    pub deferred_count: u64,
+    pub message_count: u64,
+    pub requeue_count: u64,
+    pub timeout_count: u64,
+    pub client_count: usize,
+    pub clients: Vec<ClientStats>,
+    pub paused: bool,
+    pub e2e_processing_latency: Latency,
+}
+
+#[derive(Serialize)]
+pub struct ClientStats {
+    pub client_id: String,
+    pub hostname: String,
+    pub version: &'static str,
+    pub remote_address: String,
+    pub state: i32,
+    pub ready_count: u64,
+    pub in_flight_count: u64,
+    pub message_count: u64,
+    pub finish_count: u64,
+    pub requeue_count: u64,
+    pub connect_ts: i64,
+    pub sample_rate: i64,
+    pub deflate: bool,
+    pub snappy: bool,
+    pub user_agent: String,
+    pub tls: bool,
+    pub tls_cipher_suite: &'static str,
+    pub tls_version: &'static str,
+    pub tls_negotiated_protocol: &'static str,
+    pub tls_negotiated_protocol_is_mutual: bool,
+}
+
+/// nsqd's shape for a disabled e2e latency percentile.
+#[derive(Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub percentiles: Option<Vec<serde_json::Value>>,
+}
+
+const NO_LATENCY: fn() -> Latency = || Latency {
+    count: 0,
+    percentiles: None,
+};
+
+pub fn collect(
+    broker: &Broker,
+    topic_filter: Option<&str>,
+    channel_filter: Option<&str>,
+    clients: bool,
+) -> Stats {
+    let topics = broker
+        .topics()
+        .into_iter()
+        .filter(|t| topic_filter.is_none_or(|f| f == t.name))
+        .map(|t| topic_stats(&t, channel_filter, clients))
+        .collect();
+    Stats {
+        version: crate::VERSION,
+        health: "OK",
+        start_time: broker.start_time,
+        topics,
+        producers: Vec::new(),
+    }
+}
+
+fn topic_stats(topic: &Topic, channel_filter: Option<&str>, clients: bool) -> TopicStats {
+    let snapshot = topic.snapshot();
+    TopicStats {
+        topic_name: topic.name.clone(),
+        tier: topic.tier.as_str(),
+        channels: snapshot
+            .channels
+            .iter()
+            .filter(|c| channel_filter.is_none_or(|f| f == c.name))
+            .map(|c| channel_stats(c, clients))
+            .collect(),
+        depth: snapshot.depth,
+        backend_depth: 0,
+        message_count: topic.message_count.load(Ordering::Relaxed),
+        message_bytes: topic.message_bytes.load(Ordering::Relaxed),
+        paused: snapshot.paused,
+        e2e_processing_latency: NO_LATENCY(),
+    }
+}
+
+fn channel_stats(channel: &Channel, include_clients: bool) -> ChannelStats {
+    let snapshot = channel.snapshot();
+    let clients = if include_clients {
+        snapshot
+            .clients
+            .iter()
+            .map(|c| {
+                let identity = c.identity();
+                ClientStats {
+                    client_id: identity.client_id,
+                    hostname: identity.hostname,
+                    version: "V2",
+                    remote_address: c.remote_addr.to_string(),
+                    // nsqd's stateSubscribed.
+                    state: 3,
+                    ready_count: c.ready_count.load(Ordering::Relaxed),
+                    in_flight_count: c.in_flight.load(Ordering::Relaxed),
+                    message_count: c.message_count.load(Ordering::Relaxed),
+                    finish_count: c.finish_count.load(Ordering::Relaxed),
+                    requeue_count: c.requeue_count.load(Ordering::Relaxed),
+                    connect_ts: c.connect_ts,
+                    sample_rate: identity.sample_rate,
+                    deflate: identity.deflate,
+                    snappy: identity.snappy,
+                    user_agent: identity.user_agent,
+                    tls: false,
+                    tls_cipher_suite: "",
+                    tls_version: "",
+                    tls_negotiated_protocol: "",
+                    tls_negotiated_protocol_is_mutual: false,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ChannelStats {
+        channel_name: channel.name.clone(),
+        depth: snapshot.depth,
+        backend_depth: 0,
+        in_flight_count: snapshot.in_flight,
+        deferred_count: snapshot.deferred,
+        message_count: channel.counters.message_count.load(Ordering::Relaxed),
+        requeue_count: channel.counters.requeue_count.load(Ordering::Relaxed),
+        timeout_count: channel.counters.timeout_count.load(Ordering::Relaxed),
+        client_count: snapshot.clients.len(),
+        clients,
+        paused: snapshot.paused,
+        e2e_processing_latency: NO_LATENCY(),
+    }
+}
+
+pub async fn stats(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Response {
+    let include_clients = params.get("include_clients").is_none_or(|v| v != "false");
+    let stats = collect(
+        &broker,
+        params.get("topic").map(String::as_str),
+        params.get("channel").map(String::as_str),
+        include_clients,
+    );
+    if params.get("format").is_some_and(|f| f == "json") {
+        return json(&stats);
+    }
+    let mut out = format!(
+        "triaged v{}\nstart_time {}\n\nHealth: OK\n\n",
+        stats.version, stats.start_time
+    );
+    if stats.topics.is_empty() {
+        out.push_str("\nNO_TOPICS\n");
+    }
+    for topic in &stats.topics {
+        let _ = writeln!(
+            out,
+            "[{:<25}] tier: {} depth: {:<5} msgs: {:<8} paused: {}",
+            topic.topic_name, topic.tier, topic.depth, topic.message_count, topic.paused
+        );
+        for channel in &topic.channels {
+            let _ = writeln!(
+                out,
+                "    [{:<25}] depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} clients: {} paused: {}",
+                channel.channel_name,
+                channel.depth,
+                channel.in_flight_count,
+                channel.deferred_count,
+                channel.requeue_count,
+                channel.timeout_count,
+                channel.message_count,
+                channel.client_count,
+                channel.paused
+            );
+        }
+    }
+    let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response();
+    response.headers_mut().insert(
+        "X-NSQ-Content-Type",
+        axum::http::HeaderValue::from_static("nsq; version=1.0"),
+    );
+    response
+}

@@ -1,0 +1,23 @@
+//! triage-broker: the `triaged` daemon as a library with a thin binary.
+//!
+//! Data flows from a socket through [`tcp::connection`] (bytes, compression)
+//! and [`tcp::session`] (the client's state machine) to one of
+//! [`tcp`]'s command files, which act on the [`broker::Broker`]: a registry of
+//! [`topic::Topic`]s, each fanning messages out to its [`channel::Channel`]s.
+//! A channel owns its queue, its in-flight and deferred messages, and one
+//! timer task for both. [`http`] serves nsqd's HTTP API over the same broker;
+//! [`server::Server`] binds both front ends and shuts them down.
+
+pub mod broker;
+pub mod channel;
+pub mod client;
+pub mod http;
+pub mod server;
+pub mod tcp;
+pub mod topic;
+
+pub use broker::Broker;
+pub use server::{Server, StartError};
+
+/// Reported in IDENTIFY, `/info` and `/stats`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,59 @@
+//! One file per wire command, each with the same shape: check the client's
+//! state, apply the command to the broker, write the reply. Errors carry the
+//! NSQ code nsqd would send; the session closes on fatal ones.
+
+mod auth;
+mod cls;
+mod fin;
+mod identify;
+mod nop;
+mod publish;
+mod rdy;
+mod req;
+mod sub;
+mod touch;
+
+use triage_protocol::{frame, Command, ErrorCode, ProtocolError};
+
+use super::session::{ClientState, Session};
+
+pub async fn execute(session: &mut Session, command: Command) -> Result<(), ProtocolError> {
+    match command {
+        Command::Identify(request) => identify::apply(session, request).await,
+        Command::Auth(_) => auth::apply(session),
+        Command::Sub { topic, channel } => sub::apply(session, &topic, &channel),
+        Command::Pub { topic, body } => publish::publish(session, &topic, body),
+        Command::Mpub { topic, bodies } => publish::multi_publish(session, &topic, bodies),
+        Command::Dpub {
+            topic,
+            defer_ms,
+            body,
+        } => publish::deferred_publish(session, &topic, defer_ms, body),
+        Command::Rdy(count) => rdy::apply(session, count),
+        Command::Fin(id) => fin::apply(session, &id),
+        Command::Req { id, timeout_ms } => req::apply(session, &id, timeout_ms),
+        Command::Touch(id) => touch::apply(session, &id),
+        Command::Cls => cls::apply(session),
+        Command::Nop => nop::apply(session),
+    }
+}
+
+fn reply_ok(session: &mut Session) {
+    frame::encode_response(triage_protocol::OK, &mut session.conn.output);
+}
+
+/// `E_INVALID cannot <CMD> in current state`, nsqd's text for a command sent at the wrong time.
+fn wrong_state(command: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::Invalid,
+        format!("cannot {command} in current state"),
+    )
+}
+
+/// FIN, REQ and TOUCH are allowed once subscribed, and still while closing.
+fn require_subscribed_or_closing(session: &Session, command: &str) -> Result<(), ProtocolError> {
+    match session.state {
+        ClientState::Subscribed | ClientState::Closing => Ok(()),
+        ClientState::Init => Err(wrong_state(command)),
+    }
+}

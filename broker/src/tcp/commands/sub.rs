@@ -1,0 +1,35 @@
+//! `SUB <topic> <channel>`: become a consumer of one channel (once per connection).
+
+use triage_protocol::{ErrorCode, ProtocolError};
+
+use super::{reply_ok, wrong_state};
+use crate::tcp::session::{ClientState, Session};
+
+pub(super) fn apply(
+    session: &mut Session,
+    topic: &str,
+    channel: &str,
+) -> Result<(), ProtocolError> {
+    if session.state != ClientState::Init {
+        return Err(wrong_state("SUB"));
+    }
+    if session.settings.heartbeat_interval.is_none() {
+        return Err(ProtocolError::new(
+            ErrorCode::Invalid,
+            "cannot SUB with heartbeats disabled",
+        ));
+    }
+    let broker = session.broker.clone();
+    let sub_failed =
+        |reason: String| ProtocolError::new(ErrorCode::SubFailed, format!("SUB failed {reason}"));
+    let channel = broker
+        .channel(topic, channel)
+        .map_err(|e| sub_failed(e.to_string()))?;
+    channel
+        .add_consumer(session.info.clone(), broker.config.max_channel_consumers)
+        .map_err(|reason| sub_failed(reason.to_owned()))?;
+    session.channel = Some(channel);
+    session.state = ClientState::Subscribed;
+    reply_ok(session);
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! One client connection's life: handshake, the command loop, message
+//! delivery within RDY, heartbeats and shutdown. One task per connection owns
+//! all of this state, so none of it needs a lock.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BufMut;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+use triage_protocol::{decode_command, frame, Limits, Message, ProtocolError, MAGIC_V2};
+
+use super::commands;
+use super::connection::Connection;
+use crate::broker::Broker;
+use crate::channel::Channel;
+use crate::client::ClientInfo;
+
+/// nsqd's `client_v2.go` states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    Init,
+    Subscribed,
+    Closing,
+}
+
+/// Per-client settings, negotiated by IDENTIFY (nsqd defaults until then).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub heartbeat_interval: Option<Duration>,
+    /// Bytes of message frames gathered before a mid-batch flush; 0 = flush each message.
+    pub output_buffer_size: usize,
+    /// Reported to the client; frames never wait this long here, since the
+    /// session flushes as soon as it has nothing more to send right away.
+    pub output_buffer_timeout: Option<Duration>,
+    pub msg_timeout: Duration,
+    /// 0 = every message; 1..=99 = that percentage, the rest dropped for this client (as nsqd).
+    pub sample_rate: u32,
+}
+
+pub const DEFAULT_OUTPUT_BUFFER_SIZE: usize = 16 * 1024;
+pub const DEFAULT_OUTPUT_BUFFER_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Messages taken from the channel per lock acquisition.
+const TAKE_BATCH: usize = 64;
+
+/// Why the loop ended; only for the log.
+#[derive(Debug)]
+enum Exit {
+    Eof,
+    Shutdown,
+    Fatal(ProtocolError),
+    Io(std::io::Error),
+    HeartbeatsMissed,
+    HandshakeTimeout,
+    ChannelGone,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Eof => f.write_str("end of stream"),
+            Exit::Shutdown => f.write_str("broker shutting down"),
+            Exit::Fatal(err) => write!(f, "{err}"),
+            Exit::Io(err) => write!(f, "I/O error: {err}"),
+            Exit::HeartbeatsMissed => f.write_str("two heartbeats unanswered"),
+            Exit::HandshakeTimeout => f.write_str("no command within the handshake timeout"),
+            Exit::ChannelGone => f.write_str("its channel was deleted"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub broker: Arc<Broker>,
+    pub info: Arc<ClientInfo>,
+    pub conn: Connection,
+    pub state: ClientState,
+    pub settings: Settings,
+    pub channel: Option<Arc<Channel>>,
+    pub rdy: u64,
+    pub limits: Limits,
+    /// Set when IDENTIFY changed the heartbeat interval, so the ticker is rebuilt.
+    pub heartbeat_changed: bool,
+    pub identified: bool,
+    commands_seen: u64,
+    last_read: Instant,
+    taken: Vec<Message>,
+}
+
+impl Session {
+    pub fn new(broker: Arc<Broker>, stream: TcpStream, remote_addr: SocketAddr) -> Session {
+        let config = &broker.config;
+        let limits = Limits {
+            max_msg_size: config.max_msg_size,
+            max_body_size: config.max_body_size,
+            max_line_len: config.max_line_len,
+        };
+        // Decompressed input never needs more than one whole command.
+        let max_input = config.max_body_size as usize + config.max_line_len + 64;
+        let settings = Settings {
+            heartbeat_interval: Some(config.client_timeout / 2),
+            output_buffer_size: DEFAULT_OUTPUT_BUFFER_SIZE,
+            output_buffer_timeout: Some(DEFAULT_OUTPUT_BUFFER_TIMEOUT),
+            msg_timeout: config.msg_timeout,
+            sample_rate: 0,
+        };
+        let info = Arc::new(ClientInfo::new(broker.next_client_id(), remote_addr));
+        Session {
+            conn: Connection::new(stream, max_input),
+            broker,
+            info,
+            state: ClientState::Init,
+            settings,
+            channel: None,
+            rdy: 0,
+            limits,
+            heartbeat_changed: false,
+            identified: false,
+            commands_seen: 0,
+            last_read: Instant::now(),
+            taken: Vec::new(),
+        }
+    }
+
+    /// Runs the connection to its end and cleans up after it.
+    pub async fn run(mut self) {
+        let exit = match self.handshake().await {
+            Ok(()) => self.serve().await,
+            Err(exit) => exit,
+        };
+        match &exit {
+            Exit::Eof | Exit::Shutdown => {
+                tracing::debug!(client = self.info.id, addr = %self.info.remote_addr, reason = %exit, "client closed")
+            }
+            _ => {
+                tracing::info!(client = self.info.id, addr = %self.info.remote_addr, reason = %exit, "client closed")
+            }
+        }
+        if let Exit::Fatal(err) = &exit {
+            frame::encode_error(err, &mut self.conn.output);
+        }
+        let _ = self.conn.flush(Duration::from_secs(1)).await;
+        self.conn.shutdown().await;
+        if let Some(channel) = self.channel.take() {
+            let remaining = channel.remove_consumer(self.info.id);
+            self.broker.consumer_left(&channel, remaining);
+        }
+    }
+
+    /// The magic must arrive within the handshake timeout.
+    async fn handshake(&mut self) -> Result<(), Exit> {
+        let deadline = Instant::now() + self.broker.config.handshake_timeout;
+        while self.conn.input.len() < MAGIC_V2.len() {
+            tokio::select! {
+                _ = self.broker.shutdown.cancelled() => return Err(Exit::Shutdown),
+                _ = tokio::time::sleep_until(deadline) => return Err(Exit::HandshakeTimeout),
+                read = self.conn.read() => match read {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Exit::Eof),
+                    Err(e) => return Err(Exit::Io(e)),
+                },
+            }
+        }
+        let magic = self.conn.input.split_to(MAGIC_V2.len());
+        if magic[..] != MAGIC_V2 {
+            // nsqd sends the bare code, no description.
+            let text = b"E_BAD_PROTOCOL";
+            self.conn.output.put_u32(4 + text.len() as u32);
+            self.conn.output.put_u32(frame::FrameType::Error as u32);
+            self.conn.output.put_slice(text);
+            return Err(Exit::Eof);
+        }
+        Ok(())
+    }
+
+    fn heartbeat_ticker(&self) -> Option<tokio::time::Interval> {
+        self.settings.heartbeat_interval.map(|every| {
+            let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticker
+        })
+    }
+
+    fn write_timeout(&self) -> Duration {
+        self.settings
+            .heartbeat_interval
+            .unwrap_or(self.broker.config.client_timeout)
+    }
+
+    async fn serve(&mut self) -> Exit {
+        let mut heartbeat = self.heartbeat_ticker();
+        // A connection that never gets a command in cannot hold a slot forever.
+        let first_command_deadline = Instant::now() + self.broker.config.handshake_timeout;
+        // Commands may have arrived together with the magic.
+        if let Err(exit) = self.process_input().await {
+            return exit;
+        }
+        loop {
+            if self.heartbeat_changed {
+                self.heartbeat_changed = false;
+                heartbeat = self.heartbeat_ticker();
+            }
+            let channel = self.channel.clone();
+            if channel.as_ref().is_some_and(|c| c.is_deleted()) {
+                return Exit::ChannelGone;
+            }
+            // Registered before taking, so a put between the take and the wait still wakes us.
+            let available = channel.as_ref().map(|c| c.available());
+            tokio::pin!(available);
+            if let Some(available) = available.as_mut().as_pin_mut() {
+                available.enable();
+            }
+            let delivery = match &channel {
+                Some(channel) if self.state == ClientState::Subscribed => self.deliver(channel),
+                _ => Delivery::Idle,
+            };
+            if self.conn.has_output() {
+                if let Err(e) = self.conn.flush(self.write_timeout()).await {
+                    return Exit::Io(e);
+                }
+            }
+            if delivery == Delivery::MoreNow {
+                continue;
+            }
+            let awaiting_first_command = self.commands_seen == 0;
+            tokio::select! {
+                biased;
+                _ = self.broker.shutdown.cancelled() => return Exit::Shutdown,
+                read = self.conn.read() => {
+                    match read {
+                        Ok(true) => {}
+                        Ok(false) => return Exit::Eof,
+                        Err(e) => return Exit::Io(e),
+                    }
+                    self.last_read = Instant::now();
+                    if let Err(exit) = self.process_input().await {
+                        return exit;
+                    }
+                }
+                _ = async {
+                    match available.as_mut().as_pin_mut() {
+                        Some(notified) => notified.await,
+                        None => std::future::pending().await,
+                    }
+                }, if delivery == Delivery::WaitForMessages => {}
+                _ = self.info.woken() => {}
+                _ = async {
+                    match heartbeat.as_mut() {
+                        Some(ticker) => { ticker.tick().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    let every = self.settings.heartbeat_interval.unwrap_or(Duration::MAX);
+                    if self.last_read.elapsed() > every.saturating_mul(2) {
+                        return Exit::HeartbeatsMissed;
+                    }
+                    frame::encode_response(triage_protocol::HEARTBEAT, &mut self.conn.output);
+                }
+                _ = tokio::time::sleep_until(first_command_deadline), if awaiting_first_command => {
+                    return Exit::HandshakeTimeout;
+                }
+            }
+        }
+    }
+
+    /// Decodes and executes every complete command in the input buffer.
+    async fn process_input(&mut self) -> Result<(), Exit> {
+        loop {
+            let command = match decode_command(&mut self.conn.input, &self.limits) {
+                Ok(Some(command)) => command,
+                Ok(None) => return Ok(()),
+                Err(err) => return Err(Exit::Fatal(err)),
+            };
+            self.commands_seen += 1;
+            if let Err(err) = commands::execute(self, command).await {
+                if err.is_fatal() {
+                    return Err(Exit::Fatal(err));
+                }
+                frame::encode_error(&err, &mut self.conn.output);
+            }
+        }
+    }
+
+    /// Sends what the channel has, within RDY, into the output buffer.
+    fn deliver(&mut self, channel: &Arc<Channel>) -> Delivery {
+        let id = self.info.id;
+        loop {
+            self.taken.clear();
+            let wait = channel.take_for(
+                id,
+                self.rdy,
+                self.settings.msg_timeout,
+                TAKE_BATCH,
+                &mut self.taken,
+            );
+            let took = self.taken.len();
+            for msg in self.taken.drain(..) {
+                if self.settings.sample_rate > 0
+                    && rand::random_range(0..100) >= self.settings.sample_rate
+                {
+                    // Sampled out: dropped for this client, as nsqd does.
+                    let _ = channel.finish(id, &msg.id);
+                    continue;
+                }
+                frame::encode_message(&msg, &mut self.conn.output);
+                self.info.message_count.fetch_add(1, Ordering::Relaxed);
+            }
+            if !wait {
+                // No credit: a FIN, REQ or RDY from the socket, or a wake, changes that.
+                return Delivery::Idle;
+            }
+            if took < TAKE_BATCH {
+                return Delivery::WaitForMessages;
+            }
+            if self.conn.output.len() >= self.settings.output_buffer_size {
+                // Buffer full: flush, then come straight back for more.
+                return Delivery::MoreNow;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Nothing to do until the client says something or is woken.
+    Idle,
+    /// Credit left but nothing queued: wait for the channel.
+    WaitForMessages,
+    /// The output buffer filled up mid-batch.
+    MoreNow,
+}
