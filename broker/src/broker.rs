@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use triage_config::{BrokerConfig, Tier};
+use triage_config::{BrokerConfig, ConfigError, Tier, TierMatcher};
 
 use crate::channel::Channel;
 use crate::client::ClientId;
@@ -36,6 +36,8 @@ pub enum TopicError {
 #[derive(Debug)]
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
+    /// The config's tier rules, compiled once.
+    tiers: TierMatcher,
     /// std Mutex: lookups and inserts only; no `.await` while held.
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     next_client_id: AtomicU64,
@@ -47,15 +49,21 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: BrokerConfig, shutdown: CancellationToken) -> Arc<Broker> {
-        Arc::new(Broker {
+    /// # Errors
+    /// When a tier rule's pattern does not compile (a validated config has none).
+    pub fn new(
+        config: BrokerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Broker>, ConfigError> {
+        Ok(Arc::new(Broker {
+            tiers: config.tier_matcher()?,
             config: Arc::new(config),
             topics: Mutex::new(HashMap::new()),
             next_client_id: AtomicU64::new(1),
             start_time: crate::client::unix_secs(),
             shutdown,
             tracker: TaskTracker::new(),
-        })
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Topic>>> {
@@ -91,7 +99,7 @@ impl Broker {
                 _ => Ok(topic.clone()),
             };
         }
-        let tier = tier.unwrap_or_else(|| self.config.tier_for(name));
+        let tier = tier.unwrap_or_else(|| self.tiers.tier_for(name));
         if tier != Tier::Memory {
             return Err(TopicError::TierUnavailable(tier.as_str()));
         }

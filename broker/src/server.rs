@@ -16,6 +16,8 @@ pub enum StartError {
     BindTcp { addr: SocketAddr, source: io::Error },
     #[error("cannot listen for HTTP on {addr}: {source}")]
     BindHttp { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Config(#[from] triage_config::ConfigError),
 }
 
 /// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
@@ -31,7 +33,7 @@ impl Server {
     /// real addresses) and starts serving.
     ///
     /// # Errors
-    /// When either address cannot be bound.
+    /// When either address cannot be bound, or the config is invalid.
     pub async fn start(config: BrokerConfig) -> Result<Server, StartError> {
         let tcp_listener = TcpListener::bind(config.tcp_address)
             .await
@@ -58,7 +60,7 @@ impl Server {
                 source,
             })?;
 
-        let broker = Broker::new(config, CancellationToken::new());
+        let broker = Broker::new(config, CancellationToken::new())?;
         // These two lines are nsqd's, word for word: client test harnesses (gnsq) parse them.
         tracing::info!("TCP: listening on {tcp_addr}");
         tracing::info!("HTTP: listening on {http_addr}");

@@ -1,13 +1,12 @@
 //! The broker's configuration tree and every default.
 
-use std::cell::RefCell;
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::load::ConfigError;
-use crate::tier::{is_ephemeral, OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};
+use crate::tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};
 use crate::units::{format_duration, format_size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,15 +161,6 @@ pub const MIN_LINE_LEN: usize = "SUB ".len() + 64 + 1 + 64 + 1;
 /// The largest `max_rdy_count`: IDENTIFY advertises it, and tokio-nsq reads
 /// it as a u16.
 pub const MAX_RDY_COUNT_LIMIT: u64 = u16::MAX as u64;
-
-thread_local! {
-    /// The rule list [`BrokerConfig::tier_for`] compiled last on this thread,
-    /// so repeated calls on one config do not recompile its globs.
-    /// Thread-local rather than a shared Mutex: no lock, and a miss only
-    /// costs one compile per thread.
-    static TIER_MATCHER: RefCell<Option<(Vec<TierRule>, Tier, TierMatcher)>> =
-        const { RefCell::new(None) };
-}
 
 impl BrokerConfig {
     /// Checks every bound and every combination of keys, before anything
@@ -381,36 +371,6 @@ impl BrokerConfig {
     /// empty or not a glob ([`BrokerConfig::validate`] reports the same).
     pub fn tier_matcher(&self) -> Result<TierMatcher, ConfigError> {
         TierMatcher::new(&self.tier_rules, self.default_tier)
-    }
-
-    /// The tier of `topic`: `#ephemeral` topics are always memory; otherwise
-    /// the first rule that matches; otherwise `default_tier`.
-    ///
-    /// Convenient for one-off questions (`triagectl`, tests). The globs are
-    /// compiled once per thread and rule list, not per call; code that asks
-    /// for every new topic should still hold a [`TierMatcher`]. A pattern that
-    /// does not compile (possible only if [`BrokerConfig::validate`] was
-    /// skipped) matches nothing.
-    pub fn tier_for(&self, topic: &str) -> Tier {
-        if is_ephemeral(topic) {
-            return Tier::Memory;
-        }
-        if self.tier_rules.is_empty() {
-            return self.default_tier;
-        }
-        TIER_MATCHER.with_borrow_mut(|cached| match cached {
-            Some((rules, default, matcher))
-                if *rules == self.tier_rules && *default == self.default_tier =>
-            {
-                matcher.tier_for(topic)
-            }
-            _ => {
-                let matcher = TierMatcher::lenient(&self.tier_rules, self.default_tier);
-                let tier = matcher.tier_for(topic);
-                *cached = Some((self.tier_rules.clone(), self.default_tier, matcher));
-                tier
-            }
-        })
     }
 }
 

@@ -156,20 +156,6 @@ impl TierMatcher {
         })
     }
 
-    /// Like [`TierMatcher::new`], but a rule whose pattern does not compile is
-    /// skipped. Only for configs that were never validated.
-    pub(crate) fn lenient(rules: &[TierRule], default: Tier) -> Self {
-        let compiled = rules
-            .iter()
-            .enumerate()
-            .filter_map(|(i, rule)| Some((compile_pattern(i, &rule.pattern).ok()?, rule.tier)))
-            .collect();
-        TierMatcher {
-            rules: compiled,
-            default,
-        }
-    }
-
     /// `#ephemeral` topics are always [`Tier::Memory`]; otherwise the tier of
     /// the first rule whose pattern matches; otherwise the default tier.
     pub fn tier_for(&self, topic: &str) -> Tier {
@@ -276,9 +262,5 @@ mod tests {
         assert!(err.to_string().contains("not a valid glob"), "{err}");
         let err = TierMatcher::new(&[rule("", Tier::Delayed)], Tier::Memory).unwrap_err();
         assert_eq!(err.key(), Some("tier_rules[0].pattern"));
-
-        let lenient = TierMatcher::lenient(&rules, Tier::Memory);
-        assert_eq!(lenient.tier_for("ok.1"), Tier::Delayed);
-        assert_eq!(lenient.tier_for("bad["), Tier::Memory);
     }
 }

@@ -3,13 +3,12 @@
 //! shuts down cleanly.
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use triage_broker::Server;
 use triage_config::{BrokerArgs, LogFormat};
 
 fn main() -> anyhow::Result<()> {
-    let args = BrokerArgs::parse_from(triage_config::flags::normalize_nsqd_args(std::env::args()));
+    let args = BrokerArgs::parse_args(std::env::args());
     let config = match triage_config::load_broker(&args) {
         Ok(config) => config,
         Err(e) => {
@@ -18,6 +17,10 @@ fn main() -> anyhow::Result<()> {
         }
     };
     init_logging(config.log_format, &config.log_level)?;
+    let ignored = args.ignored.given();
+    if !ignored.is_empty() {
+        tracing::warn!(flags = ?ignored, "accepted for nsqd compatibility but ignored");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
