@@ -12,9 +12,9 @@ use crate::broker::Broker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen for TCP on {addr}: {source}")]
+    #[error("cannot listen for TCP on {addr}")]
     BindTcp { addr: SocketAddr, source: io::Error },
-    #[error("cannot listen for HTTP on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}")]
     BindHttp { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Config(#[from] triage_config::ConfigError),
@@ -34,7 +34,7 @@ impl Server {
     ///
     /// # Errors
     /// When either address cannot be bound, or the config is invalid.
-    pub async fn start(config: BrokerConfig) -> Result<Server, StartError> {
+    pub async fn start(mut config: BrokerConfig) -> Result<Server, StartError> {
         let tcp_listener = TcpListener::bind(config.tcp_address)
             .await
             .map_err(|source| StartError::BindTcp {
@@ -60,6 +60,10 @@ impl Server {
                 source,
             })?;
 
+        // From here on the config says where we really listen (port 0 is
+        // resolved), as nsqd's RealTCPAddr: /info reports it.
+        config.tcp_address = tcp_addr;
+        config.http_address = http_addr;
         let broker = Broker::new(config, CancellationToken::new())?;
         // These two lines are nsqd's, word for word: client test harnesses (gnsq) parse them.
         tracing::info!("TCP: listening on {tcp_addr}");

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -52,12 +53,19 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/channel/empty", post(admin::channel_empty))
         .route("/channel/pause", post(admin::channel_pause))
         .route("/channel/unpause", post(admin::channel_unpause))
+        // Must follow the routes: it applies to the method routers that exist.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+        })
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND") })
+        // Outermost, so every response gets the header, whoever produced it.
+        .layer(map_response(nsq_header))
         .with_state(broker)
 }
 
-/// nsqd's V1 response header; go-nsq and nsqadmin check for it.
-fn nsq_header(mut response: Response) -> Response {
+/// nsqd's V1 response header; go-nsq and nsqadmin check for it. Set here
+/// once for every response, errors and extractor rejections included.
+async fn nsq_header(mut response: Response) -> Response {
     response.headers_mut().insert(
         "X-NSQ-Content-Type",
         HeaderValue::from_static("nsq; version=1.0"),
@@ -67,19 +75,17 @@ fn nsq_header(mut response: Response) -> Response {
 
 /// A plain-text success, e.g. `OK`.
 pub fn text(body: &'static str) -> Response {
-    nsq_header(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
 /// A JSON success.
 pub fn json<T: serde::Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
-        Ok(body) => nsq_header(
-            (
-                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-                body,
-            )
-                .into_response(),
-        ),
+        Ok(body) => (
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response(),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("INTERNAL_ERROR: {e}"),
@@ -108,14 +114,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "message": self.message }).to_string();
-        nsq_header(
-            (
-                self.status,
-                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-                body,
-            )
-                .into_response(),
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
         )
+            .into_response()
     }
 }
 

@@ -52,16 +52,18 @@ pub async fn multi_publish(
 ) -> Result<Response, ApiError> {
     let topic = topic_param(&params)?;
     let body = read_body(body, broker.config.max_body_size as usize, "BODY_TOO_BIG").await?;
+    // nsqd: `true`/`1` and `false`/`0`; any other value (deprecated) means binary.
     let binary = params
         .get("binary")
-        .is_some_and(|v| v == "true" || v == "1");
+        .is_some_and(|v| v != "false" && v != "0");
     let max_msg_size = broker.config.max_msg_size as usize;
     let bodies = if binary {
         triage_protocol::command::decode_mpub_messages(body, &protocol_limits(&broker)).map_err(
             |e| {
-                // nsqd answers with the TCP error code minus its `E_` prefix.
+                // nsqd answers every decoding error with 413 and the TCP
+                // error code minus its `E_` prefix (`nsqd/http.go` doMPUB).
                 let code = e.code.as_str().trim_start_matches("E_");
-                ApiError::new(StatusCode::BAD_REQUEST, code.to_owned())
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code.to_owned())
             },
         )?
     } else {

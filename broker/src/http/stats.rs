@@ -136,6 +136,9 @@ pub fn collect(
         .topics()
         .into_iter()
         .filter(|t| topic_filter.is_none_or(|f| f == t.name))
+        // As nsqd's GetStats: with a channel filter, a topic without that
+        // channel is left out rather than listed with no channels.
+        .filter(|t| channel_filter.is_none_or(|f| t.existing_channel(f).is_some()))
         .map(|t| topic_stats(&t, channel_filter, clients))
         .collect();
     Stats {
@@ -259,10 +262,5 @@ pub async fn stats(State(broker): State<Arc<Broker>>, Query(params): Query<Param
             );
         }
     }
-    let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response();
-    response.headers_mut().insert(
-        "X-NSQ-Content-Type",
-        axum::http::HeaderValue::from_static("nsq; version=1.0"),
-    );
-    response
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response()
 }
