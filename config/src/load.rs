@@ -217,6 +217,21 @@ pub fn broker_from_toml(text: &str) -> Result<BrokerConfig, ConfigError> {
     Ok(config)
 }
 
+/// toml's own `Display` is a multi-line snippet with a caret; an error at
+/// start-up should be one sentence.
+fn one_line_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end_matches('.').replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{message} at line {line}, column {column}")
+        }
+        None => message,
+    }
+}
+
 fn apply_toml(
     config: &mut BrokerConfig,
     text: &str,
@@ -227,7 +242,7 @@ fn apply_toml(
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Toml {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: one_line_toml_error(text, &e),
         })?;
     if let Some(key) = table.keys().find(|key| !KEYS.contains(&key.as_str())) {
         return Err(ConfigError::UnknownKey {
