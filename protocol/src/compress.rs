@@ -19,8 +19,6 @@ pub enum CompressError {
     Snappy(String),
     #[error("deflate stream corrupt: {0}")]
     Deflate(String),
-    #[error("decompressed data exceeds {0} bytes")]
-    TooLarge(usize),
 }
 
 /// Which transform a connection uses.
@@ -48,26 +46,26 @@ impl Encoder {
 }
 
 impl Decoder {
-    /// Consumes as much of `input` as can be decoded and appends the plain bytes
-    /// to `out`; incomplete trailing data stays in `input`. `out` is never grown
-    /// past `max_out` bytes in one call (a decompression bomb is an error).
+    /// Decodes from `input` and appends at most `max_out` plain bytes to
+    /// `out`; what is not decoded yet stays in `input` or in the decoder.
     ///
-    /// The limit is on what one call appends, not on `out`'s total length, and
-    /// the call decodes all complete input rather than stopping at the limit:
-    /// size `max_out` for what one read of compressed bytes may legitimately
-    /// expand to (snappy at most about 21:1 per chunk, deflate up to about 1000:1).
+    /// Returns `Ok(true)` when it stopped at `max_out`: more plain bytes may be
+    /// ready without any new input, so call again once `out` has room.
+    /// `Ok(false)` means everything decodable so far has been handed out.
+    /// Bounding each call, rather than refusing a large expansion, lets a
+    /// client pipeline highly compressible data (deflate expands up to about
+    /// 1000:1) while the reader's memory stays bounded.
     ///
     /// # Errors
-    /// [`CompressError::TooLarge`] when the complete input would decode to more
-    /// than `max_out` bytes; [`CompressError::Snappy`] or
-    /// [`CompressError::Deflate`] for a corrupt stream. Either way the stream is
-    /// unusable afterwards and `out` may hold part of the decoded data.
+    /// [`CompressError::Snappy`] or [`CompressError::Deflate`] for a corrupt
+    /// stream; the stream is unusable afterwards and `out` may hold part of
+    /// the decoded data.
     pub fn decode(
         &mut self,
         input: &mut BytesMut,
         out: &mut BytesMut,
         max_out: usize,
-    ) -> Result<(), CompressError> {
+    ) -> Result<bool, CompressError> {
         match self {
             Decoder::Snappy(decoder) => decoder.decode(input, out, max_out),
             Decoder::Deflate(decoder) => decoder.decode(input, out, max_out),
@@ -110,6 +108,8 @@ pub struct SnappyDecoder {
     /// chunk is skipped as it streams in instead of being buffered whole.
     skip: usize,
     raw: snap::raw::Decoder,
+    /// A decoded chunk not yet handed out because the caller's limit was reached.
+    pending: BytesMut,
 }
 
 #[derive(Debug)]
@@ -175,6 +175,7 @@ impl SnappyDecoder {
             started: false,
             skip: 0,
             raw: snap::raw::Decoder::new(),
+            pending: BytesMut::new(),
         }
     }
 
@@ -188,19 +189,27 @@ impl SnappyDecoder {
         input: &mut BytesMut,
         out: &mut BytesMut,
         max_out: usize,
-    ) -> Result<(), CompressError> {
+    ) -> Result<bool, CompressError> {
         let mut produced = 0usize;
         loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(max_out - produced);
+                out.extend_from_slice(&self.pending.split_to(n));
+                produced += n;
+            }
+            if produced == max_out {
+                return Ok(true);
+            }
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
                 input.advance(n);
                 self.skip -= n;
                 if self.skip > 0 {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             let Some(header) = input.first_chunk::<CHUNK_HEADER_LEN>() else {
-                return Ok(());
+                return Ok(false);
             };
             let chunk_type = header[0];
             let chunk_len =
@@ -212,7 +221,7 @@ impl SnappyDecoder {
                     )));
                 }
                 let Some(chunk) = input.get(..SNAPPY_STREAM_IDENTIFIER.len()) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 if chunk != SNAPPY_STREAM_IDENTIFIER {
                     return Err(snappy_corrupt("bad stream identifier".into()));
@@ -239,7 +248,7 @@ impl SnappyDecoder {
                     }
                     let Some(chunk) = input.get(CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + chunk_len)
                     else {
-                        return Ok(());
+                        return Ok(false);
                     };
                     let (checksum, data) = chunk.split_at(CHECKSUM_LEN);
                     let checksum =
@@ -254,24 +263,21 @@ impl SnappyDecoder {
                             "chunk decodes to {plain_len} bytes"
                         )));
                     }
-                    if plain_len > max_out - produced {
-                        return Err(CompressError::TooLarge(max_out));
-                    }
-                    let start = out.len();
+                    // Decoded whole into `pending` (the CRC covers the whole
+                    // chunk); the top of the loop hands it out within the limit.
                     if chunk_type == CHUNK_COMPRESSED {
-                        out.resize(start + plain_len, 0);
-                        if let Err(e) = self.raw.decompress(data, &mut out[start..]) {
-                            out.truncate(start);
+                        self.pending.resize(plain_len, 0);
+                        if let Err(e) = self.raw.decompress(data, &mut self.pending) {
+                            self.pending.clear();
                             return Err(snappy_corrupt(e.to_string()));
                         }
                     } else {
-                        out.extend_from_slice(data);
+                        self.pending.extend_from_slice(data);
                     }
-                    if masked_crc32c(&out[start..]) != checksum {
-                        out.truncate(start);
+                    if masked_crc32c(&self.pending) != checksum {
+                        self.pending.clear();
                         return Err(snappy_corrupt("checksum mismatch".into()));
                     }
-                    produced += plain_len;
                     input.advance(CHUNK_HEADER_LEN + chunk_len);
                 }
                 0x02..=0x7f => {
@@ -356,22 +362,25 @@ impl DeflateDecoder {
         input: &mut BytesMut,
         out: &mut BytesMut,
         max_out: usize,
-    ) -> Result<(), CompressError> {
+    ) -> Result<bool, CompressError> {
         let mut produced = 0usize;
         loop {
             if self.finished {
                 if input.is_empty() {
-                    return Ok(());
+                    return Ok(false);
                 }
                 return Err(CompressError::Deflate(
                     "data after the end of the stream".into(),
                 ));
             }
-            // Sized to the input so a small read does not zero a large window;
-            // one byte past the budget tells "exactly max_out" from "more".
+            let budget = max_out - produced;
+            if budget == 0 {
+                return Ok(true);
+            }
+            // Sized to the input so a small read does not zero a large window.
             let window = (input.len().saturating_mul(4))
                 .clamp(512, DEFLATE_WINDOW)
-                .min((max_out - produced).saturating_add(1));
+                .min(budget);
             let start = out.len();
             out.resize(start + window, 0);
             let (in_before, out_before) = (self.decompress.total_in(), self.decompress.total_out());
@@ -384,15 +393,12 @@ impl DeflateDecoder {
             input.advance(consumed);
             let status = status.map_err(|e| CompressError::Deflate(e.to_string()))?;
             produced += written;
-            if produced > max_out {
-                out.truncate(out.len() - (produced - max_out));
-                return Err(CompressError::TooLarge(max_out));
-            }
             match status {
                 Status::StreamEnd => self.finished = true,
-                _ if written < window && input.is_empty() => return Ok(()),
+                // Room was left over: the inflater holds nothing more back.
+                _ if written < window && input.is_empty() => return Ok(false),
                 // No progress with room to write: the inflater needs more input.
-                _ if written == 0 && consumed == 0 => return Ok(()),
+                _ if written == 0 && consumed == 0 => return Ok(false),
                 _ => {}
             }
         }

@@ -289,33 +289,47 @@ fn decode_once(
     Ok(out.to_vec())
 }
 
+/// Calls `decode` with `limit` until it reports nothing more, checking that
+/// no call appends more than the limit. New input is given only once.
+fn decode_with_limit(decoder: &mut Decoder, wire: &[u8], limit: usize) -> Vec<u8> {
+    let mut input = BytesMut::from(wire);
+    let mut out = BytesMut::new();
+    loop {
+        let before = out.len();
+        let more = decoder.decode(&mut input, &mut out, limit).unwrap();
+        assert!(
+            out.len() - before <= limit,
+            "one call appended {} > {limit}",
+            out.len() - before
+        );
+        if !more {
+            return out.to_vec();
+        }
+    }
+}
+
 #[test]
-fn decompression_bombs_are_refused() {
+fn a_decompression_bomb_is_handed_out_within_the_limit() {
     let plain = vec![0u8; 4 << 20];
     for make in [snappy as fn() -> (Encoder, Decoder), || deflate(9)] {
         let (mut encoder, _) = make();
         let wire = encode(&mut encoder, &plain);
         assert!(wire.len() < plain.len() / 20);
-        let (_, mut decoder) = make();
-        assert!(
-            matches!(decode_once(&mut decoder, &wire, 1 << 20), Err(CompressError::TooLarge(n)) if n == 1 << 20)
-        );
-        let (_, mut decoder) = make();
-        assert!(matches!(
-            decode_once(&mut decoder, &wire, plain.len() - 1),
-            Err(CompressError::TooLarge(_))
-        ));
-        // Even a failing call keeps within the limit.
+        for limit in [1, 1000, 65535, 65537, 1 << 20, plain.len() - 1, plain.len()] {
+            let (_, mut decoder) = make();
+            assert_eq!(
+                decode_with_limit(&mut decoder, &wire, limit),
+                plain,
+                "limit {limit}"
+            );
+        }
+        // A call that stops at the limit says so, and a limit of 0 makes no progress.
         let (_, mut decoder) = make();
         let (mut input, mut out) = (BytesMut::from(&wire[..]), BytesMut::new());
-        assert!(decoder.decode(&mut input, &mut out, 100_000).is_err());
-        assert!(out.len() <= 100_000);
-        // Exactly at the limit is fine.
-        let (_, mut decoder) = make();
-        assert_eq!(
-            decode_once(&mut decoder, &wire, plain.len()).unwrap().len(),
-            plain.len()
-        );
+        assert!(decoder.decode(&mut input, &mut out, 0).unwrap() || out.is_empty());
+        assert!(out.is_empty());
+        assert!(decoder.decode(&mut input, &mut out, 1 << 20).unwrap());
+        assert_eq!(out.len(), 1 << 20);
     }
 }
 
@@ -328,7 +342,11 @@ fn the_limit_is_per_call() {
         for _ in 0..3 {
             input.extend_from_slice(&encode(&mut encoder, &[7u8; 1000]));
             decoder.decode(&mut input, &mut out, 1000).unwrap();
+            assert_eq!(out.len() % 1000, 0);
         }
+        assert_eq!(out.len(), 3000);
+        // Stopping exactly at the limit may say "more"; asking again finds none.
+        assert!(!decoder.decode(&mut input, &mut out, 1000).unwrap());
         assert_eq!(out.len(), 3000);
     }
 }

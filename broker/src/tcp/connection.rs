@@ -29,8 +29,12 @@ pub struct Connection {
     wire_output: BytesMut,
     decoder: Option<Decoder>,
     encoder: Option<Encoder>,
-    /// Bound on `input` growth per decompression step, so a small compressed
-    /// frame cannot expand into unbounded memory.
+    /// The decoder stopped at `max_input` and may have more without new bytes.
+    decoder_has_more: bool,
+    /// Bound on decoded-but-unparsed input. A whole command always fits, so
+    /// the session can always make progress; beyond it, decompression waits
+    /// until commands are consumed, and a small compressed frame cannot
+    /// expand into unbounded memory.
     max_input: usize,
 }
 
@@ -48,6 +52,7 @@ impl Connection {
             wire_output: BytesMut::new(),
             decoder: None,
             encoder: None,
+            decoder_has_more: false,
             max_input,
         }
     }
@@ -56,18 +61,42 @@ impl Connection {
     /// `input`. Returns `Ok(false)` at end of stream. Cancel-safe: the only
     /// await is a single `read_buf`.
     pub async fn read(&mut self) -> io::Result<bool> {
-        let Some(decoder) = self.decoder.as_mut() else {
+        if self.decoder.is_none() {
             self.input.reserve(READ_CHUNK);
             return Ok(self.reader.read_buf(&mut self.input).await? > 0);
-        };
+        }
+        // Hand out what the decoder held back before reading more from the socket.
+        if self.decoder_has_more {
+            let before = self.input.len();
+            self.decode()?;
+            if self.input.len() > before {
+                return Ok(true);
+            }
+        }
         self.raw_input.reserve(READ_CHUNK);
         if self.reader.read_buf(&mut self.raw_input).await? == 0 {
             return Ok(false);
         }
-        decoder
-            .decode(&mut self.raw_input, &mut self.input, self.max_input)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.decode()?;
         Ok(true)
+    }
+
+    fn decode(&mut self) -> io::Result<()> {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(());
+        };
+        let room = self.max_input.saturating_sub(self.input.len());
+        if room == 0 {
+            // Cannot happen while commands are smaller than max_input; refuse rather than spin.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "decompressed command too large",
+            ));
+        }
+        self.decoder_has_more = decoder
+            .decode(&mut self.raw_input, &mut self.input, room)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(())
     }
 
     pub fn has_output(&self) -> bool {
@@ -99,16 +128,14 @@ impl Connection {
     /// Switches both directions to a compressed stream. Plain bytes read but
     /// not yet parsed were in fact already compressed, so they move back to
     /// the raw side to be decoded.
-    pub fn enable_compression(&mut self, encoder: Encoder, mut decoder: Decoder) -> io::Result<()> {
+    pub fn enable_compression(&mut self, encoder: Encoder, decoder: Decoder) -> io::Result<()> {
         let leftover = self.input.split();
         self.raw_input.extend_from_slice(&leftover);
-        if !self.raw_input.is_empty() {
-            decoder
-                .decode(&mut self.raw_input, &mut self.input, self.max_input)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        }
         self.encoder = Some(encoder);
         self.decoder = Some(decoder);
+        if !self.raw_input.is_empty() {
+            self.decode()?;
+        }
         Ok(())
     }
 
