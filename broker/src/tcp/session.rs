@@ -297,16 +297,22 @@ impl Session {
                 &mut self.taken,
             );
             let took = self.taken.len();
+            let mut sampled_out = 0;
             for msg in self.taken.drain(..) {
                 if self.settings.sample_rate > 0
                     && rand::random_range(0..100) >= self.settings.sample_rate
                 {
-                    // Sampled out: dropped for this client, as nsqd does.
+                    // Sampled out: dropped for this client, as nsqd does; its credit comes back.
                     let _ = channel.finish(id, &msg.id);
+                    sampled_out += 1;
                     continue;
                 }
                 frame::encode_message(&msg, &mut self.conn.output);
                 self.info.message_count.fetch_add(1, Ordering::Relaxed);
+            }
+            if sampled_out > 0 {
+                // The credit the dropped messages took is free again: take more now.
+                continue;
             }
             if !wait {
                 // No credit: a FIN, REQ or RDY from the socket, or a wake, changes that.

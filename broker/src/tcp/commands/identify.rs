@@ -35,20 +35,26 @@ pub(super) async fn apply(
     let config = session.broker.config.clone();
     let settings = negotiate_settings(&request, &config, &session.settings)?;
 
-    if request.snappy && request.deflate {
+    // As nsqd: without feature negotiation the client gets `OK` and nothing is upgraded.
+    let negotiate = request.feature_negotiation;
+    let deflate = negotiate && request.deflate && config.deflate;
+    let snappy = negotiate && request.snappy && config.snappy;
+    if deflate && snappy {
         return Err(ProtocolError::new(
             ErrorCode::IdentifyFailed,
             "cannot enable both deflate and snappy compression",
         ));
     }
-    let compression = if request.deflate && config.deflate {
-        let wanted = if request.deflate_level <= 0 {
-            DEFAULT_DEFLATE_LEVEL
-        } else {
-            request.deflate_level
-        };
-        Compression::Deflate(wanted.min(config.max_deflate_level as i64).max(1) as u32)
-    } else if request.snappy && config.snappy {
+    let wanted_level = if deflate && request.deflate_level > 0 {
+        request.deflate_level
+    } else {
+        DEFAULT_DEFLATE_LEVEL
+    };
+    // Reported even when deflate is off, as nsqd does.
+    let deflate_level = wanted_level.min(config.max_deflate_level as i64).max(1);
+    let compression = if deflate {
+        Compression::Deflate(deflate_level as u32)
+    } else if snappy {
         Compression::Snappy
     } else {
         Compression::None
@@ -76,10 +82,7 @@ pub(super) async fn apply(
             msg_timeout: session.settings.msg_timeout.as_millis() as u64,
             tls_v1: false,
             deflate: matches!(compression, Compression::Deflate(_)),
-            deflate_level: match compression {
-                Compression::Deflate(level) => level as i64,
-                _ => 0,
-            },
+            deflate_level,
             max_deflate_level: config.max_deflate_level as i64,
             snappy: compression == Compression::Snappy,
             sample_rate: session.settings.sample_rate as i64,
