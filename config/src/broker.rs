@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::load::ConfigError;
+use crate::sync::{check_interval, SyncPolicy};
 use crate::tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};
 use crate::units::{format_duration, format_size};
 
@@ -60,8 +61,13 @@ pub struct BrokerConfig {
     pub log_level: String,
     /// Tier of a topic no rule matches.
     pub default_tier: Tier,
-    /// What a full memory-tier channel does with one more message.
+    /// What a full memory-tier channel does with one more message. Only
+    /// [`OverflowPolicy::Reject`] passes [`BrokerConfig::validate`]: spill is
+    /// not built yet.
     pub memory_overflow: OverflowPolicy,
+    /// When the persistent tier fsyncs, and so what a `kill -9` or a power
+    /// loss can lose; see [`SyncPolicy`].
+    pub sync_policy: SyncPolicy,
     /// First match wins; `#ephemeral` topics are always memory.
     pub tier_rules: Vec<TierRule>,
 }
@@ -135,10 +141,10 @@ impl Default for BrokerConfig {
             lookupd_tcp_addresses: Vec::new(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
-            // The persistent tier is not built yet; when it is, this becomes
-            // Tier::Persistent as DESIGN.md says.
-            default_tier: Tier::Memory,
+            default_tier: Tier::Persistent,
+            // Spill is not built yet; validate() refuses it.
             memory_overflow: OverflowPolicy::Reject,
+            sync_policy: SyncPolicy::Group,
             tier_rules: Vec::new(),
         }
     }
@@ -321,8 +327,17 @@ impl BrokerConfig {
             return Err(invalid(
                 "memory_overflow",
                 "\"spill\"",
-                "spill needs the persistent tier, which is not built yet; use \"reject\"",
+                "spill (overflow written to the persistent store) is not built yet; use \"reject\"",
             ));
+        }
+        if let SyncPolicy::Interval(interval) = self.sync_policy {
+            if let Err(reason) = check_interval(interval) {
+                return Err(invalid(
+                    "sync_policy",
+                    format!("{:?}", self.sync_policy.to_string()),
+                    reason,
+                ));
+            }
         }
         self.tier_matcher().map(drop)
     }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 
 use crate::broker::LogFormat;
+use crate::sync::SyncPolicy;
 use crate::tier::{OverflowPolicy, ParseNameError, Tier, TierRule};
 use crate::units::{parse_duration, parse_size};
 
@@ -143,9 +144,13 @@ pub struct BrokerArgs {
     /// Tier of topics no rule matches: memory, persistent or delayed
     #[arg(long, value_name = "TIER", value_parser = name::<Tier>)]
     pub default_tier: Option<Tier>,
-    /// What a full memory-tier channel does with more: reject or spill
+    /// What a full memory-tier channel does with more: reject (spill is not built yet)
     #[arg(long, value_name = "POLICY", value_parser = name::<OverflowPolicy>)]
     pub memory_overflow: Option<OverflowPolicy>,
+    /// When the persistent tier fsyncs: always, group, `interval:<ms>` or never
+    /// (what each loses on kill -9 and power loss: docs/configuration.md)
+    #[arg(long, value_name = "POLICY", value_parser = sync_policy)]
+    pub sync_policy: Option<SyncPolicy>,
     /// Tier rule PATTERN=TIER, e.g. 'tickets.*=persistent' (repeat; first match wins;
     /// replaces the file's rules)
     #[arg(long = "tier-rule", value_name = "PATTERN=TIER", value_parser = tier_rule)]
@@ -176,7 +181,9 @@ impl BrokerArgs {
 /// nsqd flags that triaged accepts so that commands written for nsqd run
 /// unchanged, but that have no effect here (their features are Go- or
 /// diskqueue-specific, or not built). [`IgnoredNsqdArgs::given`] lists the
-/// ones present, for a startup warning.
+/// ones present, for a startup warning. `--sync-every` and `--sync-timeout`
+/// tune nsqd's diskqueue; here `--sync-policy` says when the persistent tier
+/// fsyncs.
 ///
 /// nsqd's `--auth-http-address`, `--auth-fail-*` and `--tls-client-auth-policy`
 /// are deliberately not here: ignoring them would silently drop a security
@@ -210,10 +217,10 @@ pub struct IgnoredNsqdArgs {
     /// Ignored: nsqd diskqueue file size
     #[arg(long, value_name = "BYTES")]
     pub max_bytes_per_file: Option<String>,
-    /// Ignored: nsqd diskqueue fsync batch
+    /// Ignored: nsqd diskqueue fsync batch; use --sync-policy
     #[arg(long, value_name = "N")]
     pub sync_every: Option<String>,
-    /// Ignored: nsqd diskqueue fsync interval
+    /// Ignored: nsqd diskqueue fsync interval; use --sync-policy
     #[arg(long, value_name = "DURATION")]
     pub sync_timeout: Option<String>,
     /// Ignored: nsqd timeout scanner tuning
@@ -422,6 +429,14 @@ pub(crate) fn name<T: FromStr<Err = ParseNameError>>(s: &str) -> Result<T, Strin
         .map_err(|e: ParseNameError| format!("expected one of {}", e.allowed().join(", ")))
 }
 
+/// `always`, `group`, `interval:<ms>` or `never`; the error is
+/// [`SyncPolicy::EXPECTED`] with the reason after it, as for durations.
+pub(crate) fn sync_policy(s: &str) -> Result<SyncPolicy, String> {
+    s.parse().map_err(|e: crate::sync::ParseSyncPolicyError| {
+        format!("{} ({})", SyncPolicy::EXPECTED, e.reason())
+    })
+}
+
 /// `PATTERN=TIER`, e.g. `tickets.*=persistent`.
 pub(crate) fn tier_rule(s: &str) -> Result<TierRule, String> {
     let (pattern, tier) = s
@@ -562,6 +577,7 @@ mod tests {
             "--http-address=localhost:0",
             "--default-tier=delayed",
             "--memory-overflow=reject",
+            "--sync-policy=Interval:250ms",
             "--log-format=json",
             "--tier-rule=tickets.*=persistent",
             "--tier-rule",
@@ -575,6 +591,14 @@ mod tests {
         assert_eq!(args.http_address, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(args.default_tier, Some(Tier::Delayed));
         assert_eq!(args.memory_overflow, Some(OverflowPolicy::Reject));
+        assert_eq!(
+            args.sync_policy,
+            Some(SyncPolicy::Interval(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            parse(&["--sync-policy", "always"]).sync_policy,
+            Some(SyncPolicy::Always)
+        );
         assert_eq!(args.log_format, Some(LogFormat::Json));
         assert_eq!(
             args.tier_rule,
@@ -609,6 +633,15 @@ mod tests {
         assert!(err.contains("memory, persistent, delayed"), "{err}");
         let err = parse_err(&["--tcp-address=example.com:4150"]);
         assert!(err.contains("IP:PORT"), "{err}");
+        let err = parse_err(&["--sync-policy=sometimes"]);
+        assert!(
+            err.contains("--sync-policy")
+                && err.contains("always, group, interval:<ms>")
+                && err.contains("unknown policy"),
+            "{err}"
+        );
+        let err = parse_err(&["--sync-policy=interval:0"]);
+        assert!(err.contains("at least 1 ms"), "{err}");
         let err = parse_err(&["--tier-rule=tickets.*"]);
         assert!(err.contains("PATTERN=TIER"), "{err}");
     }

@@ -8,15 +8,18 @@
 //!
 //! Modules: [`broker`] (the tree and its defaults), [`units`] (durations like
 //! `60s`/`1m30s` and sizes like `1 MiB`), [`flags`] (clap arguments), [`load`]
-//! (merging the layers), [`tier`] (tiers and topic-name rules).
+//! (merging the layers), [`tier`] (tiers and topic-name rules), [`sync`] (when
+//! the persistent tier fsyncs, and what a crash loses under each policy).
 
 pub mod broker;
 pub mod flags;
 pub mod load;
+pub mod sync;
 pub mod tier;
 pub mod units;
 
 pub use broker::{BrokerConfig, LogFormat};
 pub use flags::{normalize_nsqd_args, BrokerArgs};
 pub use load::{broker_from_toml, load_broker, load_broker_with_env, ConfigError, Origin};
+pub use sync::{ParseSyncPolicyError, SyncPolicy};
 pub use tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};

@@ -141,6 +141,7 @@ pub const KEYS: &[&str] = &[
     "log_level",
     "default_tier",
     "memory_overflow",
+    "sync_policy",
     "tier_rules",
 ];
 
@@ -411,6 +412,7 @@ fn apply(
     set.key("log_level", &mut config.log_level, string)?;
     set.key("default_tier", &mut config.default_tier, name)?;
     set.key("memory_overflow", &mut config.memory_overflow, name)?;
+    set.key("sync_policy", &mut config.sync_policy, sync_policy)?;
     set.key("tier_rules", &mut config.tier_rules, tier_rules)?;
     Ok(())
 }
@@ -508,6 +510,11 @@ fn tls_required(raw: &Raw) -> Result<bool, String> {
 
 fn name<T: std::str::FromStr<Err = crate::tier::ParseNameError>>(raw: &Raw) -> Result<T, String> {
     flags::name(raw.text("expected a name")?)
+}
+
+/// `"always"`, `"group"`, `"interval:200"` or `"never"`.
+fn sync_policy(raw: &Raw) -> Result<crate::sync::SyncPolicy, String> {
+    flags::sync_policy(raw.text(crate::sync::SyncPolicy::EXPECTED)?)
 }
 
 /// A TOML array of strings, or comma-separated text (empty text is an empty list).
@@ -624,6 +631,7 @@ fn apply_flags(config: &mut BrokerConfig, args: &BrokerArgs, origins: &mut Origi
     flag!(log_level);
     flag!(default_tier);
     flag!(memory_overflow);
+    flag!(sync_policy);
     flag!(tier_rules <- tier_rule);
 }
 

@@ -26,7 +26,8 @@ impl Tier {
 pub enum OverflowPolicy {
     /// Refuse the publish with `E_PUB_FAILED`.
     Reject,
-    /// Write the overflow to the persistent store (needs the persistent tier).
+    /// Write the overflow to the persistent store. Not built yet:
+    /// [`crate::BrokerConfig::validate`] refuses it.
     Spill,
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use triage_config::load::{env_var, flag_for, KEYS};
 use triage_config::{
     broker_from_toml, load_broker_with_env, BrokerArgs, BrokerConfig, ConfigError, LogFormat,
-    Origin, OverflowPolicy, Tier, TierRule,
+    Origin, OverflowPolicy, SyncPolicy, Tier, TierRule,
 };
 
 fn no_env(_: &str) -> Option<String> {
@@ -77,8 +77,9 @@ const SAMPLES: &[(&str, &str)] = &[
     ("lookupd_tcp_addresses", "10.0.0.1:4160,10.0.0.2:4160"),
     ("log_format", "json"),
     ("log_level", "triage_broker=debug"),
-    ("default_tier", "persistent"),
+    ("default_tier", "memory"),
     ("memory_overflow", "reject"),
+    ("sync_policy", "interval:250"),
     ("tier_rules", "tickets.*=persistent,batch-*=delayed"),
 ];
 
@@ -115,8 +116,9 @@ fn sampled() -> BrokerConfig {
         lookupd_tcp_addresses: vec!["10.0.0.1:4160".into(), "10.0.0.2:4160".into()],
         log_format: LogFormat::Json,
         log_level: "triage_broker=debug".into(),
-        default_tier: Tier::Persistent,
+        default_tier: Tier::Memory,
         memory_overflow: OverflowPolicy::Reject,
+        sync_policy: SyncPolicy::Interval(Duration::from_millis(250)),
         tier_rules: vec![
             TierRule {
                 pattern: "tickets.*".into(),
@@ -275,6 +277,40 @@ fn env_parse_error_names_key_variable_and_form() {
 }
 
 #[test]
+fn sync_policy_loads_from_each_layer_and_names_its_origin() {
+    let file = toml_file("sync_policy = \"always\"\n");
+    let loaded = load_broker_with_env(&with_config(&file, &[]), &no_env).unwrap();
+    assert_eq!(loaded.sync_policy, SyncPolicy::Always);
+    let env = env_of(&[("TRIAGE_SYNC_POLICY", " Never ")]);
+    let loaded = load_broker_with_env(&with_config(&file, &[]), &env).unwrap();
+    assert_eq!(loaded.sync_policy, SyncPolicy::Never, "env over file");
+    let flags = with_config(&file, &["--sync-policy=interval:1s"]);
+    let loaded = load_broker_with_env(&flags, &env).unwrap();
+    assert_eq!(
+        loaded.sync_policy,
+        SyncPolicy::Interval(Duration::from_secs(1)),
+        "flag over env and file"
+    );
+
+    let env = env_of(&[("TRIAGE_SYNC_POLICY", "fsync")]);
+    let err = load_broker_with_env(&BrokerArgs::default(), &env).unwrap_err();
+    assert_eq!(err.key(), Some("sync_policy"));
+    assert_eq!(
+        err.to_string(),
+        "invalid value \"fsync\" for sync_policy (from TRIAGE_SYNC_POLICY): expected always, \
+         group, interval:<ms> (e.g. interval:200 or interval:1s) or never (unknown policy)"
+    );
+    let config = BrokerConfig {
+        sync_policy: SyncPolicy::Interval(Duration::ZERO),
+        ..BrokerConfig::default()
+    };
+    assert_eq!(
+        config.validate().unwrap_err().to_string(),
+        "invalid sync_policy = \"interval:0\": the interval must be at least 1 ms"
+    );
+}
+
+#[test]
 fn env_durations_need_units() {
     let env = env_of(&[("TRIAGE_CLIENT_TIMEOUT", "60000")]);
     let err = load_broker_with_env(&BrokerArgs::default(), &env).unwrap_err();
@@ -315,6 +351,18 @@ fn file_parse_errors_name_key_file_and_form() {
             "reject, spill",
         ),
         ("log_format = \"xml\"", "log_format", "text, json"),
+        (
+            "sync_policy = \"sometimes\"",
+            "sync_policy",
+            "always, group, interval:<ms> (e.g. interval:200 or interval:1s) or never \
+             (unknown policy)",
+        ),
+        (
+            "sync_policy = \"interval:0\"",
+            "sync_policy",
+            "at least 1 ms",
+        ),
+        ("sync_policy = 200", "sync_policy", "got a integer"),
         (
             "lookupd_tcp_addresses = [1]",
             "lookupd_tcp_addresses",
@@ -398,8 +446,8 @@ fn validation_errors_carry_the_origin_of_the_value() {
     let err = load_broker_with_env(&BrokerArgs::default(), &env).unwrap_err();
     assert!(
         err.to_string().starts_with(
-            "invalid memory_overflow = \"spill\" (from TRIAGE_MEMORY_OVERFLOW): spill needs the \
-             persistent tier, which is not built yet"
+            "invalid memory_overflow = \"spill\" (from TRIAGE_MEMORY_OVERFLOW): spill (overflow \
+             written to the persistent store) is not built yet; use \"reject\""
         ),
         "{err}"
     );
@@ -483,6 +531,12 @@ fn every_validation_error_names_its_key() {
         ("memory_overflow", |c| {
             c.memory_overflow = OverflowPolicy::Spill
         }),
+        ("sync_policy", |c| {
+            c.sync_policy = SyncPolicy::Interval(Duration::ZERO)
+        }),
+        ("sync_policy", |c| {
+            c.sync_policy = SyncPolicy::Interval(Duration::from_micros(1_500))
+        }),
         ("tier_rules[0].pattern", |c| {
             c.tier_rules = vec![TierRule {
                 pattern: "{a".into(),
@@ -554,7 +608,7 @@ fn tier_matcher_uses_rules_then_default_and_ephemeral_is_memory() {
     let matcher = sampled().tier_matcher().unwrap();
     assert_eq!(matcher.tier_for("batch-1"), Tier::Delayed);
     assert_eq!(matcher.tier_for("tickets.1"), Tier::Persistent);
-    assert_eq!(matcher.tier_for("other"), Tier::Persistent);
+    assert_eq!(matcher.tier_for("other"), Tier::Memory);
     assert_eq!(matcher.tier_for("batch-1#ephemeral"), Tier::Memory);
 }
 
@@ -575,8 +629,9 @@ fn defaults_are_nsqds_and_valid() {
     assert_eq!(config.max_output_buffer_size, 64 << 10);
     assert_eq!(config.min_output_buffer_timeout, Duration::from_millis(25));
     assert_eq!(config.max_deflate_level, 6);
-    assert_eq!(config.default_tier, Tier::Memory);
+    assert_eq!(config.default_tier, Tier::Persistent);
     assert_eq!(config.memory_overflow, OverflowPolicy::Reject);
+    assert_eq!(config.sync_policy, SyncPolicy::Group);
     let loaded = load_broker_with_env(&BrokerArgs::default(), &no_env).unwrap();
     assert_eq!(loaded, config);
 }
