@@ -13,6 +13,7 @@ pub mod channel;
 pub mod client;
 pub mod http;
 pub mod server;
+pub mod store;
 pub mod tcp;
 pub mod topic;
 
