@@ -28,6 +28,16 @@ ensure_rust() {
     fi
 }
 
+# The rocksdb crate builds RocksDB from C++ and needs libclang for its bindings.
+ensure_build_tools() {
+    if ! dpkg -s libclang-dev >/dev/null 2>&1; then
+        apt_install libclang-dev
+    fi
+    if ! command -v c++ >/dev/null 2>&1; then
+        apt_install g++
+    fi
+}
+
 # The Python NSQ clients the interop tests drive, in a venv outside the clone.
 ensure_python_clients() {
     local req="$1"

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
 ensure_rust
+ensure_build_tools
 cargo build --release --bin triaged
 exec "$CARGO_TARGET_DIR/release/triaged" "$@"

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
 ensure_rust
+ensure_build_tools
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,6 +1,8 @@
-//! The broker's registry of topics, shared by the TCP and HTTP front ends.
+//! The broker's registry of topics, shared by the TCP and HTTP front ends,
+//! and the one place that keeps the store's metadata (topics, channels,
+//! tiers, paused) in step with it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -10,10 +12,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triage_config::{BrokerConfig, ConfigError, Tier, TierMatcher};
+use triage_protocol::{Message, MessageId};
 
 use crate::channel::Channel;
 use crate::client::ClientId;
+use crate::store::{ChannelMeta, Store, StoreError, TopicMeta};
 use crate::topic::{PublishError, Topic};
+
+/// How often FINs, watermarks and log trims of persistent topics are written.
+/// A crash loses at most this much of them, which means redeliveries, not losses.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Log entries read per step during recovery.
+const RECOVERY_BATCH: usize = 10_000;
 
 /// Why a topic could not be created or found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,7 +33,9 @@ pub enum TopicError {
     NotFound(String),
     #[error("channel {1} of topic {0} not found")]
     ChannelNotFound(String, String),
-    #[error("the {0} tier is not available yet in this build of triage (only memory is)")]
+    #[error(
+        "the {0} tier is not available yet in this build of triage (memory and persistent are)"
+    )]
     TierUnavailable(&'static str),
     #[error("topic {topic} already exists with tier {existing}")]
     TierConflict {
@@ -31,6 +44,8 @@ pub enum TopicError {
     },
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error("cannot record topic or channel metadata: {0}")]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug)]
@@ -40,6 +55,12 @@ pub struct Broker {
     tiers: TierMatcher,
     /// std Mutex: lookups and inserts only; no `.await` while held.
     topics: Mutex<HashMap<String, Arc<Topic>>>,
+    /// Serialises creating and deleting topics and channels, which await the
+    /// store: a topic's record must be durable before its first message is
+    /// acknowledged, or a crash could leave log entries no topic owns. Rare
+    /// operations, so one async lock for all of them costs nothing.
+    metadata: tokio::sync::Mutex<()>,
+    pub store: Arc<Store>,
     next_client_id: AtomicU64,
     pub start_time: i64,
     /// Cancelled at shutdown; every task selects on it or on a child of it.
@@ -53,12 +74,15 @@ impl Broker {
     /// When a tier rule's pattern does not compile (a validated config has none).
     pub fn new(
         config: BrokerConfig,
+        store: Arc<Store>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Broker>, ConfigError> {
         Ok(Arc::new(Broker {
             tiers: config.tier_matcher()?,
             config: Arc::new(config),
             topics: Mutex::new(HashMap::new()),
+            metadata: tokio::sync::Mutex::new(()),
+            store,
             next_client_id: AtomicU64::new(1),
             start_time: crate::client::unix_secs(),
             shutdown,
@@ -78,19 +102,22 @@ impl Broker {
     }
 
     /// Returns the topic, creating it with the tier its name's rules give.
-    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        self.topic_with_tier(name, None)
+    pub async fn topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        if let Some(topic) = self.lock().get(name) {
+            return Ok(topic.clone());
+        }
+        self.topic_with_tier(name, None).await
     }
 
     /// Creates the topic (or returns the existing one). An explicit tier that
     /// differs from an existing topic's is an error rather than a silent change.
-    pub fn topic_with_tier(
+    pub async fn topic_with_tier(
         &self,
         name: &str,
         tier: Option<Tier>,
     ) -> Result<Arc<Topic>, TopicError> {
-        let mut topics = self.lock();
-        if let Some(topic) = topics.get(name) {
+        let _metadata = self.metadata.lock().await;
+        if let Some(topic) = self.lock().get(name) {
             return match tier {
                 Some(t) if t != topic.tier => Err(TopicError::TierConflict {
                     topic: name.to_owned(),
@@ -100,19 +127,41 @@ impl Broker {
             };
         }
         let tier = tier.unwrap_or_else(|| self.tiers.tier_for(name));
-        if tier != Tier::Memory {
+        if tier == Tier::Delayed {
             return Err(TopicError::TierUnavailable(tier.as_str()));
         }
-        let topic = Topic::new(
+        let ephemeral = triage_protocol::names::is_ephemeral(name);
+        if !ephemeral {
+            self.store
+                .put_topic(&TopicMeta {
+                    name: name.to_owned(),
+                    tier: tier.as_str().to_owned(),
+                    paused: false,
+                })
+                .await?;
+        }
+        let next_seq = if tier == Tier::Persistent {
+            self.store.next_seq(name)?
+        } else {
+            1
+        };
+        let topic = self.new_topic(name, tier, next_seq);
+        self.lock().insert(name.to_owned(), topic.clone());
+        tracing::info!(topic = name, tier = tier.as_str(), "topic created");
+        Ok(topic)
+    }
+
+    fn new_topic(&self, name: &str, tier: Tier, next_seq: u64) -> Arc<Topic> {
+        let store = (tier == Tier::Persistent).then(|| self.store.clone());
+        Topic::new(
             name,
             tier,
             self.config.mem_queue_size,
+            store,
+            next_seq,
             self.shutdown.child_token(),
             self.tracker.clone(),
-        );
-        topics.insert(name.to_owned(), topic.clone());
-        tracing::info!(topic = name, tier = tier.as_str(), "topic created");
-        Ok(topic)
+        )
     }
 
     pub fn existing_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
@@ -128,39 +177,108 @@ impl Broker {
             .ok_or_else(|| TopicError::ChannelNotFound(topic.to_owned(), channel.to_owned()))
     }
 
-    pub fn channel(&self, topic: &str, channel: &str) -> Result<Arc<Channel>, TopicError> {
-        Ok(self
-            .topic(topic)?
-            .channel(channel, self.config.mem_queue_size)?)
+    /// Returns the channel, creating it (and its topic) if needed; a new
+    /// channel's record is durable before this returns.
+    pub async fn channel(
+        &self,
+        topic_name: &str,
+        channel: &str,
+    ) -> Result<Arc<Channel>, TopicError> {
+        let topic = self.topic(topic_name).await?;
+        if let Some(existing) = topic.existing_channel(channel) {
+            return Ok(existing);
+        }
+        let _metadata = self.metadata.lock().await;
+        let (created, starts_at) = topic.channel(channel, self.config.mem_queue_size)?;
+        if let Some(starts_at) = starts_at {
+            if !topic.ephemeral && !created.ephemeral {
+                let meta = ChannelMeta {
+                    name: channel.to_owned(),
+                    paused: false,
+                };
+                self.store
+                    .create_channel(topic_name, &meta, starts_at)
+                    .await?;
+            }
+        }
+        Ok(created)
     }
 
-    /// Publishes to a topic, creating it if needed. `defer` delays delivery.
-    pub fn publish(
+    /// Publishes to a topic, creating it if needed. `defer` delays delivery
+    /// (in memory for now: a deferred message of a persistent topic is
+    /// durable, but after a restart it is delivered without its delay).
+    pub async fn publish(
         &self,
         topic: &str,
         bodies: Vec<Bytes>,
         defer: Option<Duration>,
     ) -> Result<(), TopicError> {
         let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
-        self.topic(topic)?.publish(bodies, due)?;
+        self.topic(topic).await?.publish(bodies, due).await?;
         Ok(())
     }
 
-    pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+    pub async fn pause_topic(&self, name: &str, paused: bool) -> Result<(), TopicError> {
+        let topic = self.existing_topic(name)?;
+        if !topic.ephemeral {
+            let _metadata = self.metadata.lock().await;
+            let meta = TopicMeta {
+                name: name.to_owned(),
+                tier: topic.tier.as_str().to_owned(),
+                paused,
+            };
+            self.store.put_topic(&meta).await?;
+        }
+        topic.pause(paused);
+        Ok(())
+    }
+
+    pub async fn pause_channel(
+        &self,
+        topic_name: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<(), TopicError> {
+        let channel = self.existing_channel(topic_name, name)?;
+        if !channel.ephemeral && !triage_protocol::names::is_ephemeral(topic_name) {
+            let _metadata = self.metadata.lock().await;
+            self.store
+                .put_channel(
+                    topic_name,
+                    &ChannelMeta {
+                        name: name.to_owned(),
+                        paused,
+                    },
+                )
+                .await?;
+        }
+        channel.pause(paused);
+        Ok(())
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let _metadata = self.metadata.lock().await;
         let topic = self
             .lock()
             .remove(name)
             .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
         topic.delete();
+        if !topic.ephemeral {
+            self.store.delete_topic(name).await?;
+        }
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }
 
-    pub fn delete_channel(&self, topic_name: &str, channel: &str) -> Result<(), TopicError> {
+    pub async fn delete_channel(&self, topic_name: &str, channel: &str) -> Result<(), TopicError> {
+        let _metadata = self.metadata.lock().await;
         let topic = self.existing_topic(topic_name)?;
         let now_empty = topic.delete_channel(channel).ok_or_else(|| {
             TopicError::ChannelNotFound(topic_name.to_owned(), channel.to_owned())
         })?;
+        if !topic.ephemeral && !triage_protocol::names::is_ephemeral(channel) {
+            self.store.delete_channel(topic_name, channel).await?;
+        }
         if now_empty && topic.ephemeral {
             self.remove_topic_if_same(&topic);
         }
@@ -168,7 +286,8 @@ impl Broker {
     }
 
     /// A consumer left an ephemeral channel: the channel goes with its last
-    /// consumer, and an ephemeral topic with its last channel.
+    /// consumer, and an ephemeral topic with its last channel. Ephemeral
+    /// names are never in the store, so this needs no metadata write.
     pub fn consumer_left(&self, channel: &Arc<Channel>, remaining: usize) {
         if remaining > 0 || !channel.ephemeral {
             return;
@@ -203,5 +322,117 @@ impl Broker {
         let mut topics: Vec<_> = self.lock().values().cloned().collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         topics
+    }
+
+    /// Brings back every topic and channel the store knows, with every
+    /// message a channel had not finished (at least once: some may have been
+    /// finished after the last checkpoint). Blocking: reads the whole backlog.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        for state in self.store.load_topics()? {
+            let name = state.meta.name.clone();
+            let Ok(tier) = state.meta.tier.parse::<Tier>() else {
+                tracing::warn!(topic = %name, tier = %state.meta.tier, "unknown tier in the store; topic skipped");
+                continue;
+            };
+            let topic = self.new_topic(&name, tier, state.next_seq.max(1));
+            topic.restore_paused(state.meta.paused);
+            if topic.is_durable() {
+                if state.channels.is_empty() {
+                    topic.restore_pending(self.unfinished(&name, None, 0)?);
+                }
+                for channel in &state.channels {
+                    let msgs =
+                        self.unfinished(&name, Some(&channel.meta.name), channel.low_watermark)?;
+                    topic.restore_channel(
+                        &channel.meta.name,
+                        self.config.mem_queue_size,
+                        channel.meta.paused,
+                        channel.low_watermark,
+                        msgs,
+                    );
+                }
+            } else {
+                for channel in &state.channels {
+                    topic.restore_channel(
+                        &channel.meta.name,
+                        self.config.mem_queue_size,
+                        channel.meta.paused,
+                        0,
+                        Vec::new(),
+                    );
+                }
+            }
+            let backlog: usize = topic
+                .snapshot()
+                .channels
+                .iter()
+                .map(|c| c.snapshot().depth as usize)
+                .sum();
+            tracing::info!(topic = %name, tier = tier.as_str(), channels = state.channels.len(), backlog, "topic recovered");
+            self.lock().insert(name, topic);
+        }
+        Ok(())
+    }
+
+    /// The log of `topic` from `from`, less what `channel` finished.
+    fn unfinished(
+        &self,
+        topic: &str,
+        channel: Option<&str>,
+        from: u64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let finished: HashSet<u64> = match channel {
+            Some(channel) => self
+                .store
+                .finished(topic, channel, from, usize::MAX)?
+                .into_iter()
+                .collect(),
+            None => HashSet::new(),
+        };
+        let mut out = Vec::new();
+        let mut next = from;
+        loop {
+            let batch = self.store.read_log(topic, next, RECOVERY_BATCH)?;
+            let Some(&(last, _)) = batch.last() else {
+                break;
+            };
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter(|(seq, _)| !finished.contains(seq))
+                    .map(|(seq, m)| Message {
+                        timestamp_ns: m.timestamp_ns,
+                        attempts: m.attempts,
+                        id: MessageId::from_u64(seq),
+                        body: m.body,
+                    }),
+            );
+            next = last + 1;
+        }
+        Ok(out)
+    }
+
+    /// Checkpoints every persistent topic now.
+    pub async fn checkpoint(&self) {
+        for topic in self.topics() {
+            if let Err(e) = topic.checkpoint().await {
+                tracing::warn!(topic = %topic.name, error = %e, "checkpoint failed; will retry");
+            }
+        }
+    }
+
+    /// Checkpoints every [`CHECKPOINT_INTERVAL`] until shutdown.
+    pub async fn run_checkpoints(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(CHECKPOINT_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = ticker.tick() => self.checkpoint().await,
+            }
+        }
     }
 }

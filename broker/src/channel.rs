@@ -43,6 +43,33 @@ struct InFlight {
     delivered_at: Instant,
 }
 
+/// For a channel of a persistent topic: which log seqs it still holds, so the
+/// checkpoint can move its low watermark and record FINs in batches (never
+/// one store write per message).
+#[derive(Debug, Default)]
+struct Progress {
+    /// Seqs queued, deferred or in flight here.
+    outstanding: BTreeSet<u64>,
+    /// One past the highest seq ever put.
+    high: u64,
+    /// FINs not yet written to the store.
+    finished: Vec<u64>,
+}
+
+impl Progress {
+    fn low_watermark(&self) -> u64 {
+        self.outstanding.first().copied().unwrap_or(self.high)
+    }
+}
+
+/// What a checkpoint writes for one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub finished: Vec<u64>,
+    /// Every seq below it is finished.
+    pub low_watermark: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Message>,
@@ -54,6 +81,8 @@ struct State {
     consumers: HashMap<ClientId, Consumer>,
     paused: bool,
     deleted: bool,
+    /// `Some` for channels of persistent topics.
+    progress: Option<Progress>,
 }
 
 impl State {
@@ -118,10 +147,13 @@ pub struct ChannelSnapshot {
 }
 
 impl Channel {
+    /// `durable`: the channel belongs to a persistent topic and tracks which
+    /// log seqs it still holds (see [`Channel::checkpoint`]).
     pub fn new(
         topic_name: &str,
         name: &str,
         bound: u64,
+        durable: bool,
         cancel: CancellationToken,
     ) -> Arc<Channel> {
         Arc::new(Channel {
@@ -129,7 +161,10 @@ impl Channel {
             topic_name: topic_name.to_owned(),
             ephemeral: triage_protocol::names::is_ephemeral(name),
             bound,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                progress: durable.then(Progress::default),
+                ..State::default()
+            }),
             available: Notify::new(),
             timer_wake: Notify::new(),
             cancel,
@@ -167,6 +202,10 @@ impl Channel {
                 continue;
             }
             self.counters.message_count.fetch_add(1, Ordering::Relaxed);
+            if let (Some(progress), Some(seq)) = (state.progress.as_mut(), msg.id.to_u64()) {
+                progress.outstanding.insert(seq);
+                progress.high = progress.high.max(seq + 1);
+            }
             match due {
                 Some(due) => {
                     earlier_due |= state.next_deadline().is_none_or(|next| due < next);
@@ -304,6 +343,10 @@ impl Channel {
         let mut state = self.lock();
         Self::check_owner(&state, client, id)?;
         let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
+        if let (Some(progress), Some(seq)) = (state.progress.as_mut(), id.to_u64()) {
+            progress.outstanding.remove(&seq);
+            progress.finished.push(seq);
+        }
         Ok(entry.delivered_at.elapsed())
     }
 
@@ -433,6 +476,11 @@ impl Channel {
         state.deferred.clear();
         state.in_flight.clear();
         state.deadlines.clear();
+        if let Some(progress) = state.progress.as_mut() {
+            // Everything below `high` is now as good as finished.
+            progress.outstanding.clear();
+            progress.finished.clear();
+        }
         for consumer in state.consumers.values_mut() {
             consumer.in_flight = 0;
             consumer.info.in_flight.store(0, Ordering::Relaxed);
@@ -451,6 +499,31 @@ impl Channel {
         drop(state);
         self.cancel.cancel();
         self.available.notify_waiters();
+    }
+
+    /// Takes the FINs not yet recorded and the current low watermark, for a
+    /// persistent topic's checkpoint. `None` for memory-tier channels.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let mut state = self.lock();
+        let progress = state.progress.as_mut()?;
+        Some(Checkpoint {
+            finished: std::mem::take(&mut progress.finished),
+            low_watermark: progress.low_watermark(),
+        })
+    }
+
+    /// Gives back FINs a failed checkpoint could not write, to try again.
+    pub fn restore_finished(&self, finished: Vec<u64>) {
+        if let Some(progress) = self.lock().progress.as_mut() {
+            progress.finished.extend(finished);
+        }
+    }
+
+    /// After recovery: nothing below `seq` is held here, even if nothing was put.
+    pub fn set_high(&self, seq: u64) {
+        if let Some(progress) = self.lock().progress.as_mut() {
+            progress.high = progress.high.max(seq);
+        }
     }
 
     pub fn is_deleted(&self) -> bool {

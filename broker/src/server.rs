@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use triage_config::BrokerConfig;
 
 use crate::broker::Broker;
+use crate::store::{Store, StoreError, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -18,6 +19,10 @@ pub enum StartError {
     BindHttp { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Config(#[from] triage_config::ConfigError),
+    #[error("cannot open the store in {path}")]
+    OpenStore { path: String, source: StoreError },
+    #[error("cannot recover from the store in {path}")]
+    Recover { path: String, source: StoreError },
 }
 
 /// A running broker. Dropping it does not stop it; call [`Server::shutdown`].
@@ -64,7 +69,33 @@ impl Server {
         // resolved), as nsqd's RealTCPAddr: /info reports it.
         config.tcp_address = tcp_addr;
         config.http_address = http_addr;
-        let broker = Broker::new(config, CancellationToken::new())?;
+
+        let path = config.data_path.display().to_string();
+        let options = StoreOptions {
+            sync: config.sync_policy,
+            ..StoreOptions::default()
+        };
+        let data_path = config.data_path.clone();
+        // Opening replays RocksDB's WAL and recovery reads the backlog: blocking work.
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_path, options))
+            .await
+            .map_err(|e| StartError::OpenStore {
+                path: path.clone(),
+                source: StoreError::Io(e.to_string()),
+            })?
+            .map_err(|source| StartError::OpenStore {
+                path: path.clone(),
+                source,
+            })?;
+        let broker = Broker::new(config, Arc::new(store), CancellationToken::new())?;
+        let recovering = broker.clone();
+        tokio::task::spawn_blocking(move || recovering.recover())
+            .await
+            .map_err(|e| StartError::Recover {
+                path: path.clone(),
+                source: StoreError::Io(e.to_string()),
+            })?
+            .map_err(|source| StartError::Recover { path, source })?;
         // These two lines are nsqd's, word for word: client test harnesses (gnsq) parse them.
         tracing::info!("TCP: listening on {tcp_addr}");
         tracing::info!("HTTP: listening on {http_addr}");
@@ -74,6 +105,7 @@ impl Server {
         broker
             .tracker
             .spawn(crate::http::serve(broker.clone(), http_listener));
+        broker.tracker.spawn(broker.clone().run_checkpoints());
         Ok(Server {
             broker,
             tcp_addr,
@@ -81,11 +113,17 @@ impl Server {
         })
     }
 
-    /// Stops accepting, closes every connection and waits for every task.
+    /// Stops accepting, closes every connection, waits for every task, then
+    /// records what consumers finished and closes the store (syncing it), so
+    /// a restart redelivers only what was not finished.
     pub async fn shutdown(self) {
         self.broker.shutdown.cancel();
         self.broker.tracker.close();
         self.broker.tracker.wait().await;
+        self.broker.checkpoint().await;
+        if let Err(e) = self.broker.store.close().await {
+            tracing::error!(error = %e, "closing the store failed");
+        }
         tracing::info!("broker stopped");
     }
 }

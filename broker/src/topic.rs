@@ -1,6 +1,11 @@
 //! A topic: fans every message out to each of its channels. Until its first
 //! channel appears (or while paused) it keeps messages itself, as nsqd does.
 //!
+//! A persistent topic writes each message once to its log in the store and
+//! acknowledges it only when the write is durable; its channels then hold it
+//! in memory for delivery and track which log seqs they still owe, and
+//! [`Topic::checkpoint`] turns that into FIN marks, watermarks and log trims.
+//!
 //! Lock order is topic, then channel; a channel never takes its topic's lock.
 
 use std::collections::{HashMap, VecDeque};
@@ -15,6 +20,7 @@ use triage_protocol::{Message, MessageId};
 
 use crate::channel::Channel;
 use crate::client::unix_nanos;
+use crate::store::{Store, StoreError, StoredMessage};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -26,6 +32,9 @@ pub enum PublishError {
     },
     #[error("topic {0} is exiting")]
     Exiting(String),
+    /// The durable write failed (full or failing disk): nothing was acknowledged.
+    #[error("topic {topic}: {source}")]
+    Store { topic: String, source: StoreError },
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +44,13 @@ struct State {
     pending: VecDeque<(Message, Option<Instant>)>,
     paused: bool,
     deleted: bool,
+}
+
+/// What the last checkpoint wrote, so the next writes only what moved.
+#[derive(Debug, Default)]
+struct Checkpointed {
+    watermarks: HashMap<String, u64>,
+    trimmed_below: u64,
 }
 
 #[derive(Debug)]
@@ -51,6 +67,10 @@ pub struct Topic {
     /// Parent of every channel's token.
     cancel: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
+    /// Persistent topics only: the log every message is written to before it is acknowledged.
+    store: Option<Arc<Store>>,
+    /// Touched only by the one checkpoint task (std Mutex, never held across `.await`).
+    checkpointed: Mutex<Checkpointed>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,10 +81,13 @@ pub struct TopicSnapshot {
 }
 
 impl Topic {
+    /// `store` makes the topic persistent; `next_seq` is where its ids resume.
     pub fn new(
         name: &str,
         tier: Tier,
         bound: u64,
+        store: Option<Arc<Store>>,
+        next_seq: u64,
         cancel: CancellationToken,
         tracker: tokio_util::task::TaskTracker,
     ) -> Arc<Topic> {
@@ -74,11 +97,13 @@ impl Topic {
             ephemeral: triage_protocol::names::is_ephemeral(name),
             bound,
             state: Mutex::new(State::default()),
-            next_seq: AtomicU64::new(1),
+            next_seq: AtomicU64::new(next_seq),
             message_count: AtomicU64::new(0),
             message_bytes: AtomicU64::new(0),
             cancel,
             tracker,
+            store,
+            checkpointed: Mutex::new(Checkpointed::default()),
         })
     }
 
@@ -89,18 +114,65 @@ impl Topic {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    pub fn is_durable(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// Publishes `bodies` atomically: all are accepted or none. `due` defers
-    /// them (DPUB). A full memory queue refuses the lot, except on ephemeral
+    /// them (DPUB). On a persistent topic this returns only once the messages
+    /// are durable. A full memory queue refuses the lot, except on ephemeral
     /// topics and channels, which drop what overflows as nsqd does.
-    pub fn publish(&self, bodies: Vec<Bytes>, due: Option<Instant>) -> Result<(), PublishError> {
+    pub async fn publish(
+        &self,
+        bodies: Vec<Bytes>,
+        due: Option<Instant>,
+    ) -> Result<(), PublishError> {
+        let Some(store) = &self.store else {
+            return self.publish_in_memory(bodies, due);
+        };
         let count = bodies.len() as u64;
-        let timestamp_ns = unix_nanos();
+        let first = {
+            let state = self.lock();
+            if state.deleted {
+                return Err(PublishError::Exiting(self.name.clone()));
+            }
+            self.next_seq.fetch_add(count, Ordering::Relaxed)
+        };
+        let msgs = self.make_messages(first, bodies);
+        let stored: Vec<StoredMessage> = msgs
+            .iter()
+            .map(|m| StoredMessage {
+                timestamp_ns: m.timestamp_ns,
+                attempts: 0,
+                body: m.body.clone(),
+            })
+            .collect();
+        store
+            .append(&self.name, first, &stored)
+            .await
+            .map_err(|source| PublishError::Store {
+                topic: self.name.clone(),
+                source,
+            })?;
+        // Durable: from here on the messages exist even if this topic goes away.
+        let mut state = self.lock();
+        if !state.deleted {
+            self.hand_over(&mut state, msgs.into_iter().map(|m| (m, due)));
+        }
+        Ok(())
+    }
+
+    fn publish_in_memory(
+        &self,
+        bodies: Vec<Bytes>,
+        due: Option<Instant>,
+    ) -> Result<(), PublishError> {
+        let count = bodies.len() as u64;
         let mut state = self.lock();
         if state.deleted {
             return Err(PublishError::Exiting(self.name.clone()));
         }
-        let held_here = state.paused || state.channels.is_empty();
-        if held_here {
+        if state.paused || state.channels.is_empty() {
             if !self.ephemeral && state.pending.len() as u64 + count > self.bound {
                 return Err(PublishError::Full {
                     topic: self.name.clone(),
@@ -119,22 +191,37 @@ impl Topic {
                 bound: full.bound(),
             });
         }
-
         let first = self.next_seq.fetch_add(count, Ordering::Relaxed);
-        let mut bytes = 0u64;
-        let msgs = bodies.into_iter().enumerate().map(|(i, body)| {
-            bytes += body.len() as u64;
-            let msg = Message {
+        let msgs = self.make_messages(first, bodies);
+        self.hand_over(&mut state, msgs.into_iter().map(|m| (m, due)));
+        Ok(())
+    }
+
+    fn make_messages(&self, first: u64, bodies: Vec<Bytes>) -> Vec<Message> {
+        let timestamp_ns = unix_nanos();
+        let count = bodies.len() as u64;
+        let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+        self.message_count.fetch_add(count, Ordering::Relaxed);
+        self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
+        bodies
+            .into_iter()
+            .zip(first..)
+            .map(|(body, seq)| Message {
                 timestamp_ns,
                 attempts: 0,
-                id: MessageId::from_u64(first + i as u64),
+                id: MessageId::from_u64(seq),
                 body,
-            };
-            (msg, due)
-        });
-        if held_here {
+            })
+            .collect()
+    }
+
+    /// Gives accepted messages to every channel, or keeps them while there is
+    /// none or the topic is paused. Capacity was checked by the caller; what
+    /// still overflows here is dropped only where nsqd drops it (ephemeral).
+    fn hand_over(&self, state: &mut State, msgs: impl Iterator<Item = (Message, Option<Instant>)>) {
+        if state.paused || state.channels.is_empty() {
             for item in msgs {
-                if (state.pending.len() as u64) < self.bound {
+                if !self.ephemeral || (state.pending.len() as u64) < self.bound {
                     state.pending.push_back(item);
                 }
             }
@@ -144,38 +231,88 @@ impl Topic {
                 channel.put_all(msgs.iter().cloned());
             }
         }
-        self.message_count.fetch_add(count, Ordering::Relaxed);
-        self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Returns the channel, creating it (and starting its timer) if needed.
     /// The first channel of a topic takes every message the topic was holding.
-    pub fn channel(&self, name: &str, bound: u64) -> Result<Arc<Channel>, PublishError> {
+    /// For a new channel, also returns the log seq it starts from (its low
+    /// watermark), for the caller to persist.
+    pub fn channel(
+        &self,
+        name: &str,
+        bound: u64,
+    ) -> Result<(Arc<Channel>, Option<u64>), PublishError> {
         let mut state = self.lock();
         if state.deleted {
             return Err(PublishError::Exiting(self.name.clone()));
         }
         if let Some(channel) = state.channels.get(name) {
-            return Ok(channel.clone());
+            return Ok((channel.clone(), None));
         }
-        let channel = Channel::new(&self.name, name, bound, self.cancel.child_token());
+        let durable = self.is_durable() && !triage_protocol::names::is_ephemeral(name);
+        let channel = Channel::new(&self.name, name, bound, durable, self.cancel.child_token());
         self.tracker.spawn(channel.clone().run_timer());
-        state.channels.insert(name.to_owned(), channel.clone());
-        if !state.paused {
+        let mut starts_at = self.next_seq.load(Ordering::Relaxed);
+        if state.channels.is_empty() && !state.paused {
             let pending: Vec<_> = state.pending.drain(..).collect();
+            starts_at = pending
+                .iter()
+                .filter_map(|(m, _)| m.id.to_u64())
+                .min()
+                .unwrap_or(starts_at);
             channel.put_all(pending);
         }
+        channel.set_high(starts_at);
+        state.channels.insert(name.to_owned(), channel.clone());
         tracing::info!(topic = %self.name, channel = name, "channel created");
-        Ok(channel)
+        Ok((channel, Some(starts_at)))
+    }
+
+    /// Recovery: a channel as the store remembers it (`watermark`: every seq
+    /// below it was finished) with the messages it still owes.
+    pub fn restore_channel(
+        &self,
+        name: &str,
+        bound: u64,
+        paused: bool,
+        watermark: u64,
+        msgs: Vec<Message>,
+    ) {
+        let channel = Channel::new(
+            &self.name,
+            name,
+            bound,
+            self.is_durable(),
+            self.cancel.child_token(),
+        );
+        self.tracker.spawn(channel.clone().run_timer());
+        channel.pause(paused);
+        channel.put_all(msgs.into_iter().map(|m| (m, None)));
+        channel.set_high(self.next_seq.load(Ordering::Relaxed));
+        self.checkpointed_lock()
+            .watermarks
+            .insert(name.to_owned(), watermark);
+        self.lock().channels.insert(name.to_owned(), channel);
+    }
+
+    /// Recovery: the topic's paused state, without the side effects of [`Topic::pause`].
+    pub fn restore_paused(&self, paused: bool) {
+        self.lock().paused = paused;
+    }
+
+    /// Recovery: messages a channel-less topic was holding.
+    pub fn restore_pending(&self, msgs: Vec<Message>) {
+        self.lock()
+            .pending
+            .extend(msgs.into_iter().map(|m| (m, None)));
     }
 
     pub fn existing_channel(&self, name: &str) -> Option<Arc<Channel>> {
         self.lock().channels.get(name).cloned()
     }
 
-    /// Removes and deletes a channel. Returns false if there was none.
-    /// Returns whether the topic is now channel-less (ephemeral topics then go too).
+    /// Removes and deletes a channel. `None` if there was none; otherwise
+    /// whether the topic is now channel-less (ephemeral topics then go too).
     pub fn delete_channel(&self, name: &str) -> Option<bool> {
         let mut state = self.lock();
         let channel = state.channels.remove(name)?;
@@ -193,6 +330,10 @@ impl Topic {
                 channel.put_all(pending.iter().cloned());
             }
         }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
     }
 
     /// Drops what the topic itself holds (not its channels), as nsqd's `/topic/empty`.
@@ -221,5 +362,74 @@ impl Topic {
             paused: state.paused,
             channels,
         }
+    }
+
+    fn checkpointed_lock(&self) -> MutexGuard<'_, Checkpointed> {
+        self.checkpointed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes what the channels finished since the last checkpoint: FIN marks,
+    /// moved low watermarks, and a trim of the log below the lowest of them,
+    /// so disk use falls as consumers keep up. Nothing here is fsynced on its
+    /// own: losing a checkpoint in a crash only means redeliveries.
+    ///
+    /// # Errors
+    /// When a store write fails; FINs not written are kept for the next try.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let (channels, pending_floor) = {
+            let state = self.lock();
+            if state.deleted {
+                return Ok(());
+            }
+            let floor = state
+                .pending
+                .iter()
+                .filter_map(|(m, _)| m.id.to_u64())
+                .min();
+            (state.channels.values().cloned().collect::<Vec<_>>(), floor)
+        };
+        let mut lowest = pending_floor.unwrap_or_else(|| self.next_seq.load(Ordering::Relaxed));
+        for channel in channels {
+            let Some(checkpoint) = channel.checkpoint() else {
+                continue;
+            };
+            if !checkpoint.finished.is_empty() {
+                if let Err(e) = store
+                    .finish_many(&self.name, &channel.name, &checkpoint.finished)
+                    .await
+                {
+                    channel.restore_finished(checkpoint.finished);
+                    return Err(e);
+                }
+            }
+            let last = self
+                .checkpointed_lock()
+                .watermarks
+                .get(&channel.name)
+                .copied()
+                .unwrap_or(0);
+            // Watermarks never go back, even if a late message below one was handed over.
+            let watermark = checkpoint.low_watermark.max(last);
+            if watermark > last {
+                store
+                    .advance_channel(&self.name, &channel.name, watermark)
+                    .await?;
+                self.checkpointed_lock()
+                    .watermarks
+                    .insert(channel.name.clone(), watermark);
+            }
+            lowest = lowest.min(checkpoint.low_watermark);
+        }
+        let trimmed = self.checkpointed_lock().trimmed_below;
+        if lowest > trimmed {
+            store.trim_log(&self.name, lowest).await?;
+            self.checkpointed_lock().trimmed_below = lowest;
+        }
+        Ok(())
     }
 }

@@ -381,6 +381,8 @@ fn single_dash_nsqd_flags_work() {
         data_path.as_str(),
         "-mem-queue-size",
         "1",
+        // The bound is the memory tier's; persistent topics are bounded by disk.
+        "-default-tier=memory",
         // nsqd flags accepted and ignored, as pynsq and nsqjs pass them.
         "--verbose",
         "-sync-every=2500",
@@ -553,7 +555,11 @@ fn text_logs_are_plain_when_stderr_is_not_a_terminal() {
 
 #[test]
 fn triage_mem_queue_size_from_the_environment_applies() {
-    let daemon = Daemon::start(&[], &[("TRIAGE_MEM_QUEUE_SIZE", "2")]);
+    let env = [
+        ("TRIAGE_MEM_QUEUE_SIZE", "2"),
+        ("TRIAGE_DEFAULT_TIER", "memory"),
+    ];
+    let daemon = Daemon::start(&[], &env);
     assert_eq!(daemon.post("/pub?topic=bounded", b"1").0, 200);
     assert_eq!(daemon.post("/pub?topic=bounded", b"2").0, 200);
     let (status, body) = daemon.post("/pub?topic=bounded", b"3");
@@ -564,7 +570,11 @@ fn triage_mem_queue_size_from_the_environment_applies() {
 fn flags_override_the_environment_which_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("triaged.toml");
-    std::fs::write(&file, "mem_queue_size = 1\nmax_msg_size = \"8 B\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "default_tier = \"memory\"\nmem_queue_size = 1\nmax_msg_size = \"8 B\"\n",
+    )
+    .unwrap();
     let config = format!("--config={}", file.display());
 
     // File alone: mem_queue_size 1, and its max_msg_size applies too.

@@ -9,6 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use triage_config::Tier;
 
 use bytes::Bytes;
 use common::{bodies, body_str, start_broker, timed, wait_until, Client, TestBroker, QUIET};
@@ -416,7 +417,11 @@ async fn dpub_to_a_topic_without_channel_is_deferred_too() {
 
 #[tokio::test]
 async fn memory_bound_refuses_the_sixth_message_of_a_topic_without_channel() {
-    let tb = start_broker(|c| c.mem_queue_size = 5).await;
+    let tb = start_broker(|c| {
+        c.mem_queue_size = 5;
+        c.default_tier = Tier::Memory;
+    })
+    .await;
     let mut producer = tb.connect().await;
     for body in bodies("m", 5) {
         producer.publish("t", body).await;
@@ -437,7 +442,11 @@ async fn memory_bound_refuses_the_sixth_message_of_a_topic_without_channel() {
 
 #[tokio::test]
 async fn memory_bound_refuses_the_sixth_message_of_a_channel() {
-    let tb = start_broker(|c| c.mem_queue_size = 5).await;
+    let tb = start_broker(|c| {
+        c.mem_queue_size = 5;
+        c.default_tier = Tier::Memory;
+    })
+    .await;
     let mut c = tb.consumer("t", "c", 0).await;
     let mut producer = tb.connect().await;
     for body in bodies("m", 5) {
@@ -481,7 +490,11 @@ async fn memory_bound_refuses_the_sixth_message_of_a_channel() {
 
 #[tokio::test]
 async fn mpub_over_the_memory_bound_publishes_nothing() {
-    let tb = start_broker(|c| c.mem_queue_size = 5).await;
+    let tb = start_broker(|c| {
+        c.mem_queue_size = 5;
+        c.default_tier = Tier::Memory;
+    })
+    .await;
     let mut producer = tb.connect().await;
     producer.mpub("t", bodies("a", 3)).await;
     producer
@@ -501,7 +514,11 @@ async fn mpub_over_the_memory_bound_publishes_nothing() {
 
 #[tokio::test]
 async fn ephemeral_overflow_is_dropped_silently() {
-    let tb = start_broker(|c| c.mem_queue_size = 5).await;
+    let tb = start_broker(|c| {
+        c.mem_queue_size = 5;
+        c.default_tier = Tier::Memory;
+    })
+    .await;
     let mut producer = tb.connect().await;
     // An ephemeral topic without a channel yet.
     for body in bodies("e", 8) {
@@ -942,7 +959,7 @@ async fn deleting_a_channel_or_topic_closes_its_consumers() {
     let tb = start_broker(|_| {}).await;
     let mut c = tb.consumer("t", "c", 1).await;
     let mut other = tb.consumer("t", "other", 1).await;
-    tb.broker().delete_channel("t", "c").unwrap();
+    tb.broker().delete_channel("t", "c").await.unwrap();
     c.expect_closed().await;
     other.expect_nothing_for(Duration::from_millis(100)).await;
     // The channel can be subscribed again, and starts empty.
@@ -950,7 +967,7 @@ async fn deleting_a_channel_or_topic_closes_its_consumers() {
     tb.publish_all("t", ["new"]).await;
     assert_eq!(body_str(&again.read_message().await), "new");
     assert_eq!(body_str(&other.read_message().await), "new");
-    tb.broker().delete_topic("t").unwrap();
+    tb.broker().delete_topic("t").await.unwrap();
     again.expect_closed().await;
     other.expect_closed().await;
     assert!(tb.broker().existing_topic("t").is_err());

@@ -554,7 +554,12 @@ async fn pub_refuses_bad_requests_with_nsqd_codes() {
 
 #[tokio::test]
 async fn pub_to_a_full_topic_is_503() {
-    let broker = TestBroker::start_with(|c| c.mem_queue_size = 2).await;
+    // The bound is the memory tier's; persistent topics are bounded by disk.
+    let broker = TestBroker::start_with(|c| {
+        c.mem_queue_size = 2;
+        c.default_tier = triage_config::Tier::Memory;
+    })
+    .await;
     broker.post_ok("/pub?topic=full", "1").await;
     broker.post_ok("/pub?topic=full", "2").await;
     let reply = broker.post("/pub?topic=full", "3").await;
@@ -791,7 +796,7 @@ async fn stats_json_has_nsqds_shape_and_counts() {
     assert_eq!(names, ["alpha", "beta"], "topics sorted by name");
 
     let alpha = &topics[0];
-    assert_eq!(alpha["tier"], "memory");
+    assert_eq!(alpha["tier"], "persistent", "the default tier");
     assert_eq!(u64_field(alpha, "depth"), 0);
     assert_eq!(u64_field(alpha, "backend_depth"), 0);
     assert_eq!(u64_field(alpha, "message_count"), 2);
@@ -941,7 +946,7 @@ async fn stats_without_format_json_is_text() {
         assert!(text.contains(triage_broker::VERSION), "{text}");
         assert!(text.contains("Health: OK"), "{text}");
         let topic_line = text.lines().find(|l| l.contains("[texty")).unwrap();
-        assert!(topic_line.contains("tier: memory"), "{topic_line}");
+        assert!(topic_line.contains("tier: persistent"), "{topic_line}");
         let channel_line = text.lines().find(|l| l.contains("[chan")).unwrap();
         assert!(channel_line.contains("depth: 1"), "{channel_line}");
         assert!(!text.contains("NO_TOPICS"), "{text}");
@@ -958,30 +963,57 @@ async fn topic_create_takes_an_optional_tier() {
     let broker = TestBroker::start().await;
     broker.post_ok("/topic/create?topic=plain", "").await;
     let topic = broker.topic_stats("plain").await.expect("created");
-    assert_eq!(topic["tier"], "memory");
+    let default_tier = triage_config::BrokerConfig::default().default_tier;
+    assert_eq!(topic["tier"], default_tier.as_str());
     assert!(topic["channels"].as_array().unwrap().is_empty());
     // Creating again is fine.
     broker.post_ok("/topic/create?topic=plain", "").await;
     broker
-        .post_ok("/topic/create?topic=plain&tier=memory", "")
+        .post_ok(
+            &format!("/topic/create?topic=plain&tier={}", default_tier.as_str()),
+            "",
+        )
         .await;
+    // A different tier for an existing topic is refused, not applied silently.
+    let other = if default_tier == triage_config::Tier::Memory {
+        "persistent"
+    } else {
+        "memory"
+    };
+    let reply = broker
+        .post(&format!("/topic/create?topic=plain&tier={other}"), "")
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.message().starts_with("INVALID_TIER"),
+        "{}",
+        reply.message()
+    );
 
     broker
         .post_ok("/topic/create?topic=mem&tier=memory", "")
         .await;
     assert_eq!(broker.topic_stats("mem").await.unwrap()["tier"], "memory");
 
+    broker
+        .post_ok("/topic/create?topic=disk&tier=persistent", "")
+        .await;
+    assert_eq!(
+        broker.topic_stats("disk").await.unwrap()["tier"],
+        "persistent"
+    );
+
     let reply = broker
-        .post("/topic/create?topic=disk&tier=persistent", "")
+        .post("/topic/create?topic=later&tier=delayed", "")
         .await;
     assert_eq!(reply.status, 400, "{}", reply.text());
     let message = reply.message();
     assert!(message.starts_with("INVALID_TIER"), "{message}");
     assert!(
-        message.contains("persistent") && message.contains("not available"),
+        message.contains("delayed") && message.contains("not available"),
         "the reason should say the tier is not built: {message}"
     );
-    assert!(broker.topic_stats("disk").await.is_none());
+    assert!(broker.topic_stats("later").await.is_none());
 
     let reply = broker.post("/topic/create?topic=odd&tier=bogus", "").await;
     assert_eq!(reply.status, 400, "{}", reply.text());

@@ -28,12 +28,12 @@ pub async fn topic_create(State(broker): State<Arc<Broker>>, Query(params): Quer
             )
         })?),
     };
-    broker.topic_with_tier(topic, tier)?;
+    broker.topic_with_tier(topic, tier).await?;
     Ok(text("OK"))
 }
 
 pub async fn topic_delete(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {
-    broker.delete_topic(topic_param(&params)?)?;
+    broker.delete_topic(topic_param(&params)?).await?;
     Ok(text("OK"))
 }
 
@@ -43,12 +43,12 @@ pub async fn topic_empty(State(broker): State<Arc<Broker>>, Query(params): Query
 }
 
 pub async fn topic_pause(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {
-    broker.existing_topic(topic_param(&params)?)?.pause(true);
+    broker.pause_topic(topic_param(&params)?, true).await?;
     Ok(text("OK"))
 }
 
 pub async fn topic_unpause(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {
-    broker.existing_topic(topic_param(&params)?)?.pause(false);
+    broker.pause_topic(topic_param(&params)?, false).await?;
     Ok(text("OK"))
 }
 
@@ -56,7 +56,9 @@ pub async fn channel_create(
     State(broker): State<Arc<Broker>>,
     Query(params): Query<Params>,
 ) -> Api {
-    broker.channel(topic_param(&params)?, channel_param(&params)?)?;
+    broker
+        .channel(topic_param(&params)?, channel_param(&params)?)
+        .await?;
     Ok(text("OK"))
 }
 
@@ -64,7 +66,9 @@ pub async fn channel_delete(
     State(broker): State<Arc<Broker>>,
     Query(params): Query<Params>,
 ) -> Api {
-    broker.delete_channel(topic_param(&params)?, channel_param(&params)?)?;
+    broker
+        .delete_channel(topic_param(&params)?, channel_param(&params)?)
+        .await?;
     Ok(text("OK"))
 }
 
@@ -77,8 +81,8 @@ pub async fn channel_empty(State(broker): State<Arc<Broker>>, Query(params): Que
 
 pub async fn channel_pause(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {
     broker
-        .existing_channel(topic_param(&params)?, channel_param(&params)?)?
-        .pause(true);
+        .pause_channel(topic_param(&params)?, channel_param(&params)?, true)
+        .await?;
     Ok(text("OK"))
 }
 
@@ -87,7 +91,7 @@ pub async fn channel_unpause(
     Query(params): Query<Params>,
 ) -> Api {
     broker
-        .existing_channel(topic_param(&params)?, channel_param(&params)?)?
-        .pause(false);
+        .pause_channel(topic_param(&params)?, channel_param(&params)?, false)
+        .await?;
     Ok(text("OK"))
 }

@@ -139,6 +139,10 @@ impl From<TopicError> for ApiError {
             TopicError::Publish(e) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("PUB_FAILED: {e}"))
             }
+            TopicError::Store(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("STORE_FAILED: {e}"),
+            ),
         }
     }
 }

@@ -41,7 +41,7 @@ pub async fn publish(
     if body.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
-    broker.publish(topic, vec![body], defer)?;
+    broker.publish(topic, vec![body], defer).await?;
     Ok(text("OK"))
 }
 
@@ -82,7 +82,7 @@ pub async fn multi_publish(
     if bodies.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
-    broker.publish(topic, bodies, None)?;
+    broker.publish(topic, bodies, None).await?;
     Ok(text("OK"))
 }
 

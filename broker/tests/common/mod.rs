@@ -182,9 +182,14 @@ impl Client {
     }
 
     pub async fn send(&mut self, command: &Command) {
+        self.try_send(command).await.expect("write to broker");
+    }
+
+    /// Writes a command; `Err` if the server has gone.
+    pub async fn try_send(&mut self, command: &Command) -> std::io::Result<()> {
         let mut out = BytesMut::new();
         command.encode(&mut out);
-        self.send_raw(&out).await;
+        self.try_send_raw(&out).await
     }
 
     /// The next frame, heartbeats included, or why there is none by `deadline`.

@@ -21,14 +21,14 @@ pub async fn execute(session: &mut Session, command: Command) -> Result<(), Prot
     match command {
         Command::Identify(request) => identify::apply(session, request).await,
         Command::Auth(_) => auth::apply(session),
-        Command::Sub { topic, channel } => sub::apply(session, &topic, &channel),
-        Command::Pub { topic, body } => publish::publish(session, &topic, body),
-        Command::Mpub { topic, bodies } => publish::multi_publish(session, &topic, bodies),
+        Command::Sub { topic, channel } => sub::apply(session, &topic, &channel).await,
+        Command::Pub { topic, body } => publish::publish(session, &topic, body).await,
+        Command::Mpub { topic, bodies } => publish::multi_publish(session, &topic, bodies).await,
         Command::Dpub {
             topic,
             defer_ms,
             body,
-        } => publish::deferred_publish(session, &topic, defer_ms, body),
+        } => publish::deferred_publish(session, &topic, defer_ms, body).await,
         Command::Rdy(count) => rdy::apply(session, count),
         Command::Fin(id) => fin::apply(session, &id),
         Command::Req { id, timeout_ms } => req::apply(session, &id, timeout_ms),

@@ -11,7 +11,7 @@ use super::reply_ok;
 use crate::broker::TopicError;
 use crate::tcp::session::Session;
 
-pub(super) fn publish(
+pub(super) async fn publish(
     session: &mut Session,
     topic: &str,
     body: Bytes,
@@ -24,17 +24,18 @@ pub(super) fn publish(
         ErrorCode::PubFailed,
         "PUB",
     )
+    .await
 }
 
-pub(super) fn multi_publish(
+pub(super) async fn multi_publish(
     session: &mut Session,
     topic: &str,
     bodies: Vec<Bytes>,
 ) -> Result<(), ProtocolError> {
-    publish_with(session, topic, bodies, None, ErrorCode::MpubFailed, "MPUB")
+    publish_with(session, topic, bodies, None, ErrorCode::MpubFailed, "MPUB").await
 }
 
-pub(super) fn deferred_publish(
+pub(super) async fn deferred_publish(
     session: &mut Session,
     topic: &str,
     defer_ms: u64,
@@ -56,9 +57,10 @@ pub(super) fn deferred_publish(
         ErrorCode::DpubFailed,
         "DPUB",
     )
+    .await
 }
 
-fn publish_with(
+async fn publish_with(
     session: &mut Session,
     topic: &str,
     bodies: Vec<Bytes>,
@@ -69,6 +71,7 @@ fn publish_with(
     session
         .broker
         .publish(topic, bodies, defer)
+        .await
         .map_err(|e| failed(code, command, &e))?;
     reply_ok(session);
     Ok(())

@@ -5,7 +5,7 @@ use triage_protocol::{ErrorCode, ProtocolError};
 use super::{reply_ok, wrong_state};
 use crate::tcp::session::{ClientState, Session};
 
-pub(super) fn apply(
+pub(super) async fn apply(
     session: &mut Session,
     topic: &str,
     channel: &str,
@@ -24,6 +24,7 @@ pub(super) fn apply(
         |reason: String| ProtocolError::new(ErrorCode::SubFailed, format!("SUB failed {reason}"));
     let channel = broker
         .channel(topic, channel)
+        .await
         .map_err(|e| sub_failed(e.to_string()))?;
     channel
         .add_consumer(session.info.clone(), broker.config.max_channel_consumers)

@@ -1,0 +1,412 @@
+//! The persistent tier against real crashes: the real `triaged` process,
+//! killed with SIGKILL (`Child::kill`) mid-stream and restarted on the same
+//! data directory. Nothing acknowledged may be lost; duplicates are allowed
+//! (delivery is at-least-once) and counted.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{body_str, Client, Read};
+use triage_protocol::{Command, Frame};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A `triaged` child process on ephemeral ports over a given data dir.
+struct Triaged {
+    child: Child,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Triaged {
+    fn start(data: &Path) -> Triaged {
+        let mut child = Process::new(env!("CARGO_BIN_EXE_triaged"))
+            .args(["--tcp-address=127.0.0.1:0", "--http-address=127.0.0.1:0"])
+            .arg(format!("--data-path={}", data.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        // Keep draining stderr so the broker never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut tcp, mut http) = (None, None);
+        let deadline = Instant::now() + DEADLINE;
+        while tcp.is_none() || http.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("triaged printed its listening lines in time");
+            let addr = |label: &str| {
+                line.split_once(&format!("{label}: listening on "))
+                    .and_then(|(_, rest)| rest.trim().parse::<SocketAddr>().ok())
+            };
+            tcp = tcp.or(addr("TCP"));
+            http = http.or(addr("HTTP"));
+        }
+        Triaged {
+            child,
+            tcp: tcp.unwrap(),
+            http: http.unwrap(),
+        }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Process::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "triaged exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "triaged did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A one-shot HTTP/1.0 request; returns the status and body.
+    fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.http).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        let status = reply[9..12].parse().unwrap();
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let (status, body) = self.http("GET", "/stats?format=json");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Triaged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes until the connection fails, recording every body the broker acknowledged.
+async fn publish_until_cut(addr: SocketAddr, producer: usize, acked: Arc<Mutex<Vec<String>>>) {
+    let mut client = Client::connect(addr).await;
+    for round in 0.. {
+        let bodies: Vec<String> = if round % 10 == 0 {
+            (0..10)
+                .map(|i| format!("p{producer}-r{round}-{i}"))
+                .collect()
+        } else {
+            vec![format!("p{producer}-r{round}")]
+        };
+        let command = match bodies.as_slice() {
+            [one] => Command::Pub {
+                topic: "t".into(),
+                body: Bytes::from(one.clone()),
+            },
+            _ => Command::Mpub {
+                topic: "t".into(),
+                bodies: bodies.iter().map(|b| Bytes::from(b.clone())).collect(),
+            },
+        };
+        if client.try_send(&command).await.is_err() {
+            return;
+        }
+        match client.read_within(DEADLINE).await {
+            Read::Frame(Frame::Response(r)) if &r[..] == b"OK" => {
+                acked.lock().unwrap().extend(bodies)
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Subscribes and reads until every body in `wanted` arrived (FINing all);
+/// returns how often each body was seen.
+async fn drain(addr: SocketAddr, wanted: &HashSet<String>) -> HashMap<String, usize> {
+    let mut consumer = Client::connect(addr).await;
+    consumer.sub("t", "c").await;
+    consumer.rdy(500).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !wanted.iter().all(|b| seen.contains_key(b)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(msg) = consumer
+            .try_read_message(left.min(Duration::from_secs(2)))
+            .await
+        else {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            continue;
+        };
+        consumer.fin(&msg.id).await;
+        *seen.entry(body_str(&msg)).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_kill_9_mid_stream() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = Triaged::start(data.path());
+    assert_eq!(
+        broker.http("POST", "/channel/create?topic=t&channel=c").0,
+        200
+    );
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let publishers: Vec<_> = (0..4)
+        .map(|p| tokio::spawn(publish_until_cut(broker.tcp, p, acked.clone())))
+        .collect();
+    common::wait_until("3000 acknowledged publishes", || {
+        acked.lock().unwrap().len() >= 3000
+    })
+    .await;
+    broker.kill9();
+    for publisher in publishers {
+        tokio::time::timeout(DEADLINE, publisher)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+
+    let broker = Triaged::start(data.path());
+    let seen = drain(broker.tcp, &acked).await;
+    let lost: Vec<_> = acked.iter().filter(|b| !seen.contains_key(*b)).collect();
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{} acknowledged, {} received, {duplicates} duplicates",
+        acked.len(),
+        seen.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    broker.stop();
+}
+
+/// Half of a backlog is finished, then the broker stops (cleanly or not) and
+/// comes back: every unfinished message is delivered again; after a clean
+/// stop, no finished one is.
+async fn finish_half_then_restart(crash: bool) -> (HashSet<String>, HashMap<String, usize>) {
+    let data = tempfile::tempdir().unwrap();
+    let broker = Triaged::start(data.path());
+    let mut consumer = Client::connect(broker.tcp).await;
+    consumer.sub("t", "c").await;
+    let mut producer = Client::connect(broker.tcp).await;
+    let all: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    producer
+        .mpub("t", all.iter().map(|b| Bytes::from(b.clone())).collect())
+        .await;
+    consumer.rdy(100).await;
+    let delivered = consumer.read_messages(100).await;
+    // No more deliveries: the FINs below would otherwise free credit for them.
+    consumer.rdy(0).await;
+    let mut finished = HashSet::new();
+    for msg in delivered {
+        consumer.fin(&msg.id).await;
+        finished.insert(body_str(&msg));
+    }
+    // Every FIN has reached the broker once a NOP round trip after them is answered.
+    consumer.assert_alive().await;
+    if crash {
+        broker.kill9();
+    } else {
+        drop(consumer);
+        broker.stop();
+    }
+    let unfinished: HashSet<String> = all.into_iter().filter(|b| !finished.contains(b)).collect();
+    let broker = Triaged::start(data.path());
+    let mut seen = drain(broker.tcp, &unfinished).await;
+    // Give finished messages a chance to show up (they must not, after a clean stop).
+    let mut consumer = Client::connect(broker.tcp).await;
+    consumer.sub("t", "c").await;
+    consumer.rdy(500).await;
+    while let Some(msg) = consumer.try_read_message(Duration::from_millis(300)).await {
+        *seen.entry(body_str(&msg)).or_default() += 1;
+    }
+    broker.stop();
+    for body in &unfinished {
+        assert!(
+            seen.contains_key(body),
+            "unfinished {body} was not delivered again"
+        );
+    }
+    (finished, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clean_stop_only_unfinished_messages_come_back() {
+    let (finished, seen) = finish_half_then_restart(false).await;
+    let again: Vec<_> = finished.iter().filter(|b| seen.contains_key(*b)).collect();
+    assert!(
+        again.is_empty(),
+        "finished messages delivered again after a clean stop: {again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_every_unfinished_message_comes_back() {
+    let (finished, seen) = finish_half_then_restart(true).await;
+    let again = finished.iter().filter(|b| seen.contains_key(*b)).count();
+    eprintln!(
+        "{again} of {} finished messages were delivered again after kill -9",
+        finished.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_channels_tiers_and_pauses_survive_restarts() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = Triaged::start(data.path());
+    for path in [
+        "/topic/create?topic=urgent&tier=memory",
+        "/topic/create?topic=tickets&tier=persistent",
+        "/channel/create?topic=tickets&channel=agents",
+        "/channel/create?topic=tickets&channel=audit",
+        "/channel/pause?topic=tickets&channel=audit",
+        "/channel/create?topic=urgent&channel=pager",
+        "/topic/pause?topic=urgent",
+        "/topic/create?topic=gone",
+        "/topic/delete?topic=gone",
+    ] {
+        assert_eq!(broker.http("POST", path).0, 200, "{path}");
+    }
+    broker.kill9();
+
+    let broker = Triaged::start(data.path());
+    let stats = broker.stats();
+    let topics = stats["topics"].as_array().unwrap();
+    let topic = |name: &str| topics.iter().find(|t| t["topic_name"] == name).cloned();
+    assert!(topic("gone").is_none(), "a deleted topic came back");
+    let urgent = topic("urgent").expect("urgent survived");
+    assert_eq!(
+        (urgent["tier"].as_str(), urgent["paused"].as_bool()),
+        (Some("memory"), Some(true))
+    );
+    assert_eq!(urgent["channels"][0]["channel_name"], "pager");
+    let tickets = topic("tickets").expect("tickets survived");
+    assert_eq!(
+        (tickets["tier"].as_str(), tickets["paused"].as_bool()),
+        (Some("persistent"), Some(false))
+    );
+    let channels: Vec<(String, bool)> = tickets["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["channel_name"].as_str().unwrap().to_owned(),
+                c["paused"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        channels,
+        vec![("agents".to_owned(), false), ("audit".to_owned(), true)]
+    );
+    broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_created_later_sees_only_later_messages_even_after_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = Triaged::start(data.path());
+    let mut producer = Client::connect(broker.tcp).await;
+    assert_eq!(
+        broker
+            .http("POST", "/channel/create?topic=t&channel=first")
+            .0,
+        200
+    );
+    producer.publish("t", "before").await;
+    assert_eq!(
+        broker.http("POST", "/channel/create?topic=t&channel=c").0,
+        200
+    );
+    producer.publish("t", "after").await;
+    drop(producer);
+    broker.kill9();
+
+    let broker = Triaged::start(data.path());
+    let mut consumer = Client::connect(broker.tcp).await;
+    consumer.sub("t", "c").await;
+    consumer.rdy(10).await;
+    let msg = consumer.read_message().await;
+    assert_eq!(body_str(&msg), "after");
+    consumer
+        .expect_nothing_for(Duration::from_millis(300))
+        .await;
+    let mut first = Client::connect(broker.tcp).await;
+    first.sub("t", "first").await;
+    first.rdy(10).await;
+    let got: Vec<String> = first.read_messages(2).await.iter().map(body_str).collect();
+    assert_eq!(got, vec!["before".to_owned(), "after".to_owned()]);
+    broker.stop();
+}
+
+/// Consumed and finished messages leave the log: trimmed by range at the
+/// next checkpoint, so disk use falls as consumers keep up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_messages_are_trimmed_from_the_log() {
+    let tb = common::start_broker(|_| {}).await;
+    let mut consumer = tb.consumer("t", "c", 1000).await;
+    let mut producer = tb.connect().await;
+    producer.mpub("t", common::bodies("m", 500)).await;
+    let store = tb.broker().store.clone();
+    assert_eq!(store.read_log("t", 0, usize::MAX).unwrap().len(), 500);
+    for msg in consumer.read_messages(500).await {
+        consumer.fin(&msg.id).await;
+    }
+    consumer.assert_alive().await;
+    tb.broker().checkpoint().await;
+    assert!(
+        store.read_log("t", 0, usize::MAX).unwrap().is_empty(),
+        "finished messages are still in the log"
+    );
+    tb.shutdown().await;
+}
