@@ -16,12 +16,19 @@ use triage_protocol::{Message, MessageId};
 
 use crate::channel::Channel;
 use crate::client::ClientId;
-use crate::store::{ChannelMeta, Store, StoreError, TopicMeta};
+use crate::store::{ChannelMeta, Store, StoreError, StoredMessage, TopicMeta};
 use crate::topic::{PublishError, Topic};
 
 /// How often FINs, watermarks and log trims of persistent topics are written.
 /// A crash loses at most this much of them, which means redeliveries, not losses.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Where a memory topic's channel (or, for `None`, the topic itself) saves
+/// its messages at shutdown: a log under a name no topic can have, since
+/// `/` is not allowed in topic names.
+fn saved_name(topic: &str, channel: Option<&str>) -> String {
+    format!("{topic}/{}", channel.unwrap_or(""))
+}
 
 /// Log entries read per step during recovery.
 const RECOVERY_BATCH: usize = 10_000;
@@ -326,11 +333,15 @@ impl Broker {
 
     /// Brings back every topic and channel the store knows, with every
     /// message a channel had not finished (at least once: some may have been
-    /// finished after the last checkpoint). Blocking: reads the whole backlog.
+    /// finished after the last checkpoint), and what memory-tier channels
+    /// held at the last clean shutdown. Blocking: reads the whole backlog.
+    /// Returns the names of the saved memory-tier logs it restored, which the
+    /// caller deletes (see [`Broker::forget_saved`]) before serving.
     ///
     /// # Errors
     /// When the store cannot be read.
-    pub fn recover(&self) -> Result<(), StoreError> {
+    pub fn recover(&self) -> Result<Vec<String>, StoreError> {
+        let mut restored = Vec::new();
         for state in self.store.load_topics()? {
             let name = state.meta.name.clone();
             let Ok(tier) = state.meta.tier.parse::<Tier>() else {
@@ -364,6 +375,20 @@ impl Broker {
                         Vec::new(),
                     );
                 }
+                let holders = state.channels.iter().map(|c| Some(c.meta.name.as_str()));
+                for channel in holders.chain([None]) {
+                    let name = saved_name(&name, channel);
+                    let saved: Vec<_> = self
+                        .store
+                        .read_log(&name, 0, usize::MAX)?
+                        .into_iter()
+                        .map(|(_, m)| m)
+                        .collect();
+                    if !saved.is_empty() {
+                        topic.restore_saved(channel, saved);
+                        restored.push(name);
+                    }
+                }
             }
             let backlog: usize = topic
                 .snapshot()
@@ -374,7 +399,53 @@ impl Broker {
             tracing::info!(topic = %name, tier = tier.as_str(), channels = state.channels.len(), backlog, "topic recovered");
             self.lock().insert(name, topic);
         }
+        Ok(restored)
+    }
+
+    /// Deletes saved memory-tier logs once they are restored, so the next
+    /// start does not restore them again.
+    ///
+    /// # Errors
+    /// When the store cannot write.
+    pub async fn forget_saved(&self, names: &[String]) -> Result<(), StoreError> {
+        for name in names {
+            self.store.delete_topic(name).await?;
+        }
         Ok(())
+    }
+
+    /// Clean shutdown: writes what every memory-tier channel (and channel-less
+    /// memory topic) holds to the store, for [`Broker::recover`] to restore.
+    pub async fn save_memory(&self) {
+        for topic in self
+            .topics()
+            .into_iter()
+            .filter(|t| t.tier == Tier::Memory && !t.ephemeral)
+        {
+            for (channel, msgs) in topic.held_messages() {
+                if msgs.is_empty() {
+                    continue;
+                }
+                let count = msgs.len();
+                let stored: Vec<StoredMessage> = msgs
+                    .into_iter()
+                    .map(|m| StoredMessage {
+                        timestamp_ns: m.timestamp_ns,
+                        attempts: m.attempts,
+                        body: m.body,
+                    })
+                    .collect();
+                let name = saved_name(&topic.name, channel.as_deref());
+                match self.store.append(&name, 0, &stored).await {
+                    Ok(()) => {
+                        tracing::info!(topic = %topic.name, ?channel, count, "memory-tier messages saved")
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %topic.name, ?channel, error = %e, "cannot save memory-tier messages; they are lost")
+                    }
+                }
+            }
+        }
     }
 
     /// The log of `topic` from `from`, less what `channel` finished.

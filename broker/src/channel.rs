@@ -501,6 +501,20 @@ impl Channel {
         self.available.notify_waiters();
     }
 
+    /// Everything the channel holds (in flight, queued, deferred), oldest
+    /// deliveries first, for saving the memory tier at shutdown.
+    pub fn held_messages(&self) -> Vec<Message> {
+        let state = self.lock();
+        let mut in_flight: Vec<_> = state.in_flight.values().collect();
+        in_flight.sort_by_key(|f| f.delivered_at);
+        in_flight
+            .into_iter()
+            .map(|f| f.msg.clone())
+            .chain(state.queue.iter().cloned())
+            .chain(state.deferred.values().cloned())
+            .collect()
+    }
+
     /// Takes the FINs not yet recorded and the current low watermark, for a
     /// persistent topic's checkpoint. `None` for memory-tier channels.
     pub fn checkpoint(&self) -> Option<Checkpoint> {

@@ -89,12 +89,19 @@ impl Server {
             })?;
         let broker = Broker::new(config, Arc::new(store), CancellationToken::new())?;
         let recovering = broker.clone();
-        tokio::task::spawn_blocking(move || recovering.recover())
+        let restored = tokio::task::spawn_blocking(move || recovering.recover())
             .await
             .map_err(|e| StartError::Recover {
                 path: path.clone(),
                 source: StoreError::Io(e.to_string()),
             })?
+            .map_err(|source| StartError::Recover {
+                path: path.clone(),
+                source,
+            })?;
+        broker
+            .forget_saved(&restored)
+            .await
             .map_err(|source| StartError::Recover { path, source })?;
         // These two lines are nsqd's, word for word: client test harnesses (gnsq) parse them.
         tracing::info!("TCP: listening on {tcp_addr}");
@@ -121,6 +128,9 @@ impl Server {
         self.broker.tracker.close();
         self.broker.tracker.wait().await;
         self.broker.checkpoint().await;
+        if self.broker.config.save_memory_on_shutdown {
+            self.broker.save_memory().await;
+        }
         if let Err(e) = self.broker.store.close().await {
             tracing::error!(error = %e, "closing the store failed");
         }

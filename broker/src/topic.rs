@@ -300,6 +300,36 @@ impl Topic {
         self.lock().paused = paused;
     }
 
+    /// What a memory topic holds, for saving at shutdown: its own pending
+    /// messages (under `None`) and each non-ephemeral channel's.
+    pub fn held_messages(&self) -> Vec<(Option<String>, Vec<Message>)> {
+        let state = self.lock();
+        let mut held = vec![(None, state.pending.iter().map(|(m, _)| m.clone()).collect())];
+        for channel in state.channels.values().filter(|c| !c.ephemeral) {
+            held.push((Some(channel.name.clone()), channel.held_messages()));
+        }
+        held
+    }
+
+    /// Restores saved messages to a channel (or to the topic itself for
+    /// `None`) with fresh ids, keeping their timestamps and attempts.
+    pub fn restore_saved(&self, channel: Option<&str>, saved: Vec<StoredMessage>) {
+        let first = self
+            .next_seq
+            .fetch_add(saved.len() as u64, Ordering::Relaxed);
+        let msgs = saved.into_iter().zip(first..).map(|(m, seq)| Message {
+            timestamp_ns: m.timestamp_ns,
+            attempts: m.attempts,
+            id: MessageId::from_u64(seq),
+            body: m.body,
+        });
+        let mut state = self.lock();
+        match channel.and_then(|name| state.channels.get(name).cloned()) {
+            Some(channel) => channel.put_all(msgs.map(|m| (m, None))),
+            None => state.pending.extend(msgs.map(|m| (m, None))),
+        }
+    }
+
     /// Recovery: messages a channel-less topic was holding.
     pub fn restore_pending(&self, msgs: Vec<Message>) {
         self.lock()

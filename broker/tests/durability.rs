@@ -30,8 +30,33 @@ struct Triaged {
 
 impl Triaged {
     fn start(data: &Path) -> Triaged {
-        let mut child = Process::new(env!("CARGO_BIN_EXE_triaged"))
-            .args(["--tcp-address=127.0.0.1:0", "--http-address=127.0.0.1:0"])
+        Triaged::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> Triaged {
+        let mut command = Process::new(env!("CARGO_BIN_EXE_triaged"));
+        command.args(["--tcp-address=127.0.0.1:0", "--http-address=127.0.0.1:0"]);
+        command.args(extra);
+        Triaged::spawn(command, data)
+    }
+
+    /// Starts under a file-size limit of `kib` KiB: writes past it fail with
+    /// EFBIG, as on a full disk (SIGXFSZ ignored, as a real daemon would not
+    /// be killed by a full disk either).
+    fn start_with_file_limit(data: &Path, kib: u64) -> Triaged {
+        let mut command = Process::new("bash");
+        command.args([
+            "-c",
+            &format!("ulimit -S -f {kib}; trap '' XFSZ; exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_triaged"),
+            "--tcp-address=127.0.0.1:0",
+            "--http-address=127.0.0.1:0",
+        ]);
+        Triaged::spawn(command, data)
+    }
+
+    fn spawn(mut command: Process, data: &Path) -> Triaged {
+        let mut child = command
             .arg(format!("--data-path={}", data.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -409,4 +434,162 @@ async fn finished_messages_are_trimmed_from_the_log() {
         "finished messages are still in the log"
     );
     tb.shutdown().await;
+}
+
+/// A full disk: publishes fail with E_PUB_FAILED and a reason, never a false
+/// OK; once space returns, publishing works again without a restart; and
+/// every message that was acknowledged is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_publishes_and_recovers_when_space_returns() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = Triaged::start_with_file_limit(data.path(), 2048);
+    assert_eq!(
+        broker.http("POST", "/channel/create?topic=t&channel=c").0,
+        200
+    );
+    let mut acked = HashSet::new();
+    let mut client = Client::connect(broker.tcp).await;
+    let mut refused = None;
+    for i in 0..2000 {
+        let body = format!("{i:06}-{}", "x".repeat(16 * 1024));
+        client
+            .send(&Command::Pub {
+                topic: "t".into(),
+                body: Bytes::from(body.clone()),
+            })
+            .await;
+        match client.read_within(DEADLINE).await {
+            Read::Frame(Frame::Response(r)) if &r[..] == b"OK" => {
+                acked.insert(body);
+            }
+            Read::Frame(Frame::Error(e)) => {
+                refused = Some(String::from_utf8_lossy(&e).into_owned());
+                break;
+            }
+            other => panic!("unexpected reply to PUB {i}: {other:?}"),
+        }
+    }
+    let refused = refused.expect("publishing 32 MiB under a 2 MiB file limit must fail");
+    assert!(refused.starts_with("E_PUB_FAILED"), "{refused}");
+    assert!(
+        refused.contains("I/O error"),
+        "the reason is given: {refused}"
+    );
+    assert!(!acked.is_empty(), "some publishes fit before the limit");
+
+    // Space returns: lift the limit on the running process.
+    let pid = broker.child.id().to_string();
+    let lifted = Process::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited:"])
+        .status()
+        .unwrap();
+    assert!(lifted.success());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut client = Client::connect(broker.tcp).await;
+        let body = format!("after-{}", acked.len());
+        client
+            .send(&Command::Pub {
+                topic: "t".into(),
+                body: Bytes::from(body.clone()),
+            })
+            .await;
+        if let Read::Frame(Frame::Response(r)) = client.read_within(DEADLINE).await {
+            assert_eq!(&r[..], b"OK");
+            acked.insert(body);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not resume after space returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.kill9();
+
+    let broker = Triaged::start(data.path());
+    let seen = drain(broker.tcp, &acked).await;
+    let lost = acked.iter().filter(|b| !seen.contains_key(*b)).count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged messages lost",
+        acked.len()
+    );
+    broker.stop();
+}
+
+/// Memory-tier messages are saved on a clean shutdown and come back at start
+/// (queued, in flight and channel-less alike), unless configured off.
+async fn memory_tier_across_a_clean_restart(save: bool) -> (Vec<String>, Vec<String>) {
+    let data = tempfile::tempdir().unwrap();
+    let flag = format!("--save-memory-on-shutdown={save}");
+    let broker = Triaged::start_with(data.path(), &[&flag]);
+    for path in [
+        "/topic/create?topic=urgent&tier=memory",
+        "/channel/create?topic=urgent&channel=c",
+    ] {
+        assert_eq!(broker.http("POST", path).0, 200, "{path}");
+    }
+    assert_eq!(
+        broker
+            .http("POST", "/topic/create?topic=solo&tier=memory")
+            .0,
+        200
+    );
+    let mut producer = Client::connect(broker.tcp).await;
+    producer.mpub("urgent", common::bodies("u", 10)).await;
+    producer.mpub("solo", common::bodies("s", 3)).await;
+    let mut consumer = Client::connect(broker.tcp).await;
+    consumer.sub("urgent", "c").await;
+    consumer.rdy(3).await;
+    let in_flight = consumer.read_messages(3).await;
+    assert_eq!(in_flight.len(), 3);
+    drop((producer, consumer));
+    broker.stop();
+
+    let broker = Triaged::start_with(data.path(), &[&flag]);
+    let mut got = Vec::new();
+    for (topic, expected) in [("urgent", 10), ("solo", 3)] {
+        let mut consumer = Client::connect(broker.tcp).await;
+        consumer.sub(topic, "c").await;
+        consumer.rdy(100).await;
+        let mut bodies = Vec::new();
+        while bodies.len() < expected {
+            match consumer.try_read_message(Duration::from_millis(500)).await {
+                Some(msg) => bodies.push(body_str(&msg)),
+                None => break,
+            }
+        }
+        bodies.sort();
+        got.push(bodies);
+    }
+    broker.stop();
+    let solo = got.pop().unwrap();
+    (got.pop().unwrap(), solo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_restores_what_the_memory_tier_held() {
+    let (urgent, solo) = memory_tier_across_a_clean_restart(true).await;
+    let mut expected: Vec<String> = common::bodies("u", 10)
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        urgent, expected,
+        "queued and in-flight messages of a memory channel come back"
+    );
+    assert_eq!(
+        solo.len(),
+        3,
+        "a channel-less memory topic's messages come back: {solo:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_saving_off_a_clean_restart_drops_the_memory_tier() {
+    let (urgent, solo) = memory_tier_across_a_clean_restart(false).await;
+    assert!(urgent.is_empty() && solo.is_empty(), "{urgent:?} {solo:?}");
 }

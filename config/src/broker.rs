@@ -68,6 +68,9 @@ pub struct BrokerConfig {
     /// When the persistent tier fsyncs, and so what a `kill -9` or a power
     /// loss can lose; see [`SyncPolicy`].
     pub sync_policy: SyncPolicy,
+    /// On a clean shutdown, write what memory-tier channels hold to the store
+    /// and bring it back at start, as nsqd does. A crash still loses it.
+    pub save_memory_on_shutdown: bool,
     /// First match wins; `#ephemeral` topics are always memory.
     pub tier_rules: Vec<TierRule>,
 }
@@ -145,6 +148,7 @@ impl Default for BrokerConfig {
             // Spill is not built yet; validate() refuses it.
             memory_overflow: OverflowPolicy::Reject,
             sync_policy: SyncPolicy::Group,
+            save_memory_on_shutdown: true,
             tier_rules: Vec::new(),
         }
     }

@@ -151,6 +151,11 @@ pub struct BrokerArgs {
     /// (what each loses on kill -9 and power loss: docs/configuration.md)
     #[arg(long, value_name = "POLICY", value_parser = sync_policy)]
     pub sync_policy: Option<SyncPolicy>,
+    /// On a clean shutdown, save what memory-tier channels hold and restore it
+    /// at start (`--save-memory-on-shutdown=false` to drop it instead)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = bool_value)]
+    pub save_memory_on_shutdown: Option<bool>,
     /// Tier rule PATTERN=TIER, e.g. 'tickets.*=persistent' (repeat; first match wins;
     /// replaces the file's rules)
     #[arg(long = "tier-rule", value_name = "PATTERN=TIER", value_parser = tier_rule)]

@@ -142,6 +142,7 @@ pub const KEYS: &[&str] = &[
     "default_tier",
     "memory_overflow",
     "sync_policy",
+    "save_memory_on_shutdown",
     "tier_rules",
 ];
 
@@ -413,6 +414,8 @@ fn apply(
     set.key("default_tier", &mut config.default_tier, name)?;
     set.key("memory_overflow", &mut config.memory_overflow, name)?;
     set.key("sync_policy", &mut config.sync_policy, sync_policy)?;
+    let save = &mut config.save_memory_on_shutdown;
+    set.key("save_memory_on_shutdown", save, boolean)?;
     set.key("tier_rules", &mut config.tier_rules, tier_rules)?;
     Ok(())
 }
@@ -632,6 +635,7 @@ fn apply_flags(config: &mut BrokerConfig, args: &BrokerArgs, origins: &mut Origi
     flag!(default_tier);
     flag!(memory_overflow);
     flag!(sync_policy);
+    flag!(save_memory_on_shutdown);
     flag!(tier_rules <- tier_rule);
 }
 

@@ -80,6 +80,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("default_tier", "memory"),
     ("memory_overflow", "reject"),
     ("sync_policy", "interval:250"),
+    ("save_memory_on_shutdown", "false"),
     ("tier_rules", "tickets.*=persistent,batch-*=delayed"),
 ];
 
@@ -119,6 +120,7 @@ fn sampled() -> BrokerConfig {
         default_tier: Tier::Memory,
         memory_overflow: OverflowPolicy::Reject,
         sync_policy: SyncPolicy::Interval(Duration::from_millis(250)),
+        save_memory_on_shutdown: false,
         tier_rules: vec![
             TierRule {
                 pattern: "tickets.*".into(),
@@ -187,7 +189,9 @@ fn every_key_loads_from_toml_strings() {
     let mut text = String::new();
     for (key, value) in SAMPLES {
         match *key {
-            "snappy" | "deflate" | "tls_required" => text += &format!("{key} = {value}\n"),
+            "snappy" | "deflate" | "tls_required" | "save_memory_on_shutdown" => {
+                text += &format!("{key} = {value}\n")
+            }
             "lookupd_tcp_addresses" => {
                 let items: Vec<String> = value.split(',').map(|v| format!("{v:?}")).collect();
                 text += &format!("{key} = [{}]\n", items.join(", "));
