@@ -331,10 +331,12 @@ impl Broker {
         topics
     }
 
-    /// Brings back every topic and channel the store knows, with every
-    /// message a channel had not finished (at least once: some may have been
-    /// finished after the last checkpoint), and what memory-tier channels
-    /// held at the last clean shutdown. Blocking: reads the whole backlog.
+    /// Brings back every topic and channel the store knows, and what
+    /// memory-tier channels held at the last clean shutdown. A persistent
+    /// channel resumes at its low watermark, skipping its FIN marks; its
+    /// backlog is read from disk as consumers make room (at least once: some
+    /// messages may have been finished after the last checkpoint). Blocking:
+    /// reads metadata, FIN marks, and the backlogs of channel-less topics.
     /// Returns the names of the saved memory-tier logs it restored, which the
     /// caller deletes (see [`Broker::forget_saved`]) before serving.
     ///
@@ -352,17 +354,21 @@ impl Broker {
             topic.restore_paused(state.meta.paused);
             if topic.is_durable() {
                 if state.channels.is_empty() {
-                    topic.restore_pending(self.unfinished(&name, None, 0)?);
+                    topic.restore_pending(self.read_all(&name, 0)?);
                 }
                 for channel in &state.channels {
-                    let msgs =
-                        self.unfinished(&name, Some(&channel.meta.name), channel.low_watermark)?;
+                    let (channel_name, watermark) = (&channel.meta.name, channel.low_watermark);
+                    let finished: HashSet<u64> = self
+                        .store
+                        .finished(&name, channel_name, watermark, usize::MAX)?
+                        .into_iter()
+                        .collect();
                     topic.restore_channel(
-                        &channel.meta.name,
+                        channel_name,
                         self.config.mem_queue_size,
                         channel.meta.paused,
-                        channel.low_watermark,
-                        msgs,
+                        watermark,
+                        finished,
                     );
                 }
             } else {
@@ -372,7 +378,7 @@ impl Broker {
                         self.config.mem_queue_size,
                         channel.meta.paused,
                         0,
-                        Vec::new(),
+                        HashSet::new(),
                     );
                 }
                 let holders = state.channels.iter().map(|c| Some(c.meta.name.as_str()));
@@ -448,21 +454,8 @@ impl Broker {
         }
     }
 
-    /// The log of `topic` from `from`, less what `channel` finished.
-    fn unfinished(
-        &self,
-        topic: &str,
-        channel: Option<&str>,
-        from: u64,
-    ) -> Result<Vec<Message>, StoreError> {
-        let finished: HashSet<u64> = match channel {
-            Some(channel) => self
-                .store
-                .finished(topic, channel, from, usize::MAX)?
-                .into_iter()
-                .collect(),
-            None => HashSet::new(),
-        };
+    /// The log of `topic` from `from`: what a channel-less topic holds.
+    fn read_all(&self, topic: &str, from: u64) -> Result<Vec<Message>, StoreError> {
         let mut out = Vec::new();
         let mut next = from;
         loop {
@@ -470,17 +463,12 @@ impl Broker {
             let Some(&(last, _)) = batch.last() else {
                 break;
             };
-            out.extend(
-                batch
-                    .into_iter()
-                    .filter(|(seq, _)| !finished.contains(seq))
-                    .map(|(seq, m)| Message {
-                        timestamp_ns: m.timestamp_ns,
-                        attempts: m.attempts,
-                        id: MessageId::from_u64(seq),
-                        body: m.body,
-                    }),
-            );
+            out.extend(batch.into_iter().map(|(seq, m)| Message {
+                timestamp_ns: m.timestamp_ns,
+                attempts: m.attempts,
+                id: MessageId::from_u64(seq),
+                body: m.body,
+            }));
             next = last + 1;
         }
         Ok(out)

@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use triage_protocol::{Message, MessageId};
 
+use crate::backlog::{Backlog, RefillPlan};
 use crate::client::{ClientId, ClientInfo};
+use crate::store::Store;
 
 /// Why a channel refused an operation on a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -43,23 +45,12 @@ struct InFlight {
     delivered_at: Instant,
 }
 
-/// For a channel of a persistent topic: which log seqs it still holds, so the
-/// checkpoint can move its low watermark and record FINs in batches (never
-/// one store write per message).
-#[derive(Debug, Default)]
-struct Progress {
-    /// Seqs queued, deferred or in flight here.
-    outstanding: BTreeSet<u64>,
-    /// One past the highest seq ever put.
-    high: u64,
-    /// FINs not yet written to the store.
-    finished: Vec<u64>,
-}
-
-impl Progress {
-    fn low_watermark(&self) -> u64 {
-        self.outstanding.first().copied().unwrap_or(self.high)
-    }
+/// What makes a channel of a persistent topic durable: its view of the
+/// topic's log, and the store to read its on-disk backlog from.
+#[derive(Debug)]
+pub struct Durable {
+    pub backlog: Backlog,
+    pub store: Arc<Store>,
 }
 
 /// What a checkpoint writes for one channel.
@@ -82,7 +73,7 @@ struct State {
     paused: bool,
     deleted: bool,
     /// `Some` for channels of persistent topics.
-    progress: Option<Progress>,
+    backlog: Option<Backlog>,
 }
 
 impl State {
@@ -133,13 +124,18 @@ pub struct Channel {
     timer_wake: Notify,
     /// Cancelled when the channel is deleted or the broker shuts down.
     cancel: CancellationToken,
+    /// Persistent topics only: where refills read the on-disk backlog.
+    store: Option<Arc<Store>>,
     pub counters: ChannelCounters,
 }
 
 /// A point-in-time view for `/stats`.
 #[derive(Debug, Clone)]
 pub struct ChannelSnapshot {
+    /// Waiting for delivery: in memory plus `backend_depth`, as nsqd counts it.
     pub depth: u64,
+    /// Persistent channels: waiting in the store, beyond the in-memory window.
+    pub backend_depth: u64,
     pub in_flight: u64,
     pub deferred: u64,
     pub paused: bool,
@@ -147,24 +143,30 @@ pub struct ChannelSnapshot {
 }
 
 impl Channel {
-    /// `durable`: the channel belongs to a persistent topic and tracks which
-    /// log seqs it still holds (see [`Channel::checkpoint`]).
+    /// `durable`: the channel belongs to a persistent topic; it keeps at most
+    /// `bound` messages in memory and reads the rest of its backlog from the
+    /// store as consumers make room (see [`Backlog`]).
     pub fn new(
         topic_name: &str,
         name: &str,
         bound: u64,
-        durable: bool,
+        durable: Option<Durable>,
         cancel: CancellationToken,
     ) -> Arc<Channel> {
+        let (backlog, store) = match durable {
+            Some(Durable { backlog, store }) => (Some(backlog), Some(store)),
+            None => (None, None),
+        };
         Arc::new(Channel {
             name: name.to_owned(),
             topic_name: topic_name.to_owned(),
             ephemeral: triage_protocol::names::is_ephemeral(name),
             bound,
             state: Mutex::new(State {
-                progress: durable.then(Progress::default),
+                backlog,
                 ..State::default()
             }),
+            store,
             available: Notify::new(),
             timer_wake: Notify::new(),
             cancel,
@@ -198,13 +200,15 @@ impl Channel {
         let mut queued = false;
         let mut earlier_due = false;
         for (msg, due) in msgs {
-            if self.ephemeral && (state.queue.len() + state.deferred.len()) as u64 >= self.bound {
+            let in_memory = state.queue.len() + state.deferred.len();
+            if self.ephemeral && in_memory as u64 >= self.bound {
                 continue;
             }
             self.counters.message_count.fetch_add(1, Ordering::Relaxed);
-            if let (Some(progress), Some(seq)) = (state.progress.as_mut(), msg.id.to_u64()) {
-                progress.outstanding.insert(seq);
-                progress.high = progress.high.max(seq + 1);
+            if let (Some(backlog), Some(seq)) = (state.backlog.as_mut(), msg.id.to_u64()) {
+                if !backlog.admit(seq, in_memory, self.bound as usize) {
+                    continue; // on disk; a refill brings it in order
+                }
             }
             match due {
                 Some(due) => {
@@ -325,8 +329,13 @@ impl Channel {
             .in_flight
             .store(consumer.in_flight, Ordering::Relaxed);
         let credit_left = consumer.in_flight < rdy;
+        let in_memory = state.queue.len() + state.deferred.len();
+        let refill = state
+            .backlog
+            .as_ref()
+            .is_some_and(|b| b.refill_plan(in_memory, self.bound as usize).is_some());
         drop(guard);
-        if taken > 0 && wake_timer {
+        if taken > 0 && (wake_timer || refill) {
             self.timer_wake.notify_one();
         }
         credit_left
@@ -343,9 +352,8 @@ impl Channel {
         let mut state = self.lock();
         Self::check_owner(&state, client, id)?;
         let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
-        if let (Some(progress), Some(seq)) = (state.progress.as_mut(), id.to_u64()) {
-            progress.outstanding.remove(&seq);
-            progress.finished.push(seq);
+        if let (Some(backlog), Some(seq)) = (state.backlog.as_mut(), id.to_u64()) {
+            backlog.finish(seq);
         }
         Ok(entry.delivered_at.elapsed())
     }
@@ -450,6 +458,13 @@ impl Channel {
             tokio::pin!(wake);
             wake.as_mut().enable();
             let next = self.process_deadlines(Instant::now());
+            if let Some(plan) = self.refill_plan() {
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return,
+                    _ = self.refill(plan) => {}
+                }
+                continue;
+            }
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
                 _ = &mut wake => {}
@@ -476,10 +491,8 @@ impl Channel {
         state.deferred.clear();
         state.in_flight.clear();
         state.deadlines.clear();
-        if let Some(progress) = state.progress.as_mut() {
-            // Everything below `high` is now as good as finished.
-            progress.outstanding.clear();
-            progress.finished.clear();
+        if let Some(backlog) = state.backlog.as_mut() {
+            backlog.empty();
         }
         for consumer in state.consumers.values_mut() {
             consumer.in_flight = 0;
@@ -519,24 +532,61 @@ impl Channel {
     /// persistent topic's checkpoint. `None` for memory-tier channels.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         let mut state = self.lock();
-        let progress = state.progress.as_mut()?;
+        let backlog = state.backlog.as_mut()?;
         Some(Checkpoint {
-            finished: std::mem::take(&mut progress.finished),
-            low_watermark: progress.low_watermark(),
+            finished: backlog.take_finished(),
+            low_watermark: backlog.low_watermark(),
         })
     }
 
     /// Gives back FINs a failed checkpoint could not write, to try again.
     pub fn restore_finished(&self, finished: Vec<u64>) {
-        if let Some(progress) = self.lock().progress.as_mut() {
-            progress.finished.extend(finished);
+        if let Some(backlog) = self.lock().backlog.as_mut() {
+            backlog.restore_finished(finished);
         }
     }
 
-    /// After recovery: nothing below `seq` is held here, even if nothing was put.
-    pub fn set_high(&self, seq: u64) {
-        if let Some(progress) = self.lock().progress.as_mut() {
-            progress.high = progress.high.max(seq);
+    /// What a refill should read now, if anything.
+    fn refill_plan(&self) -> Option<RefillPlan> {
+        let state = self.lock();
+        let in_memory = state.queue.len() + state.deferred.len();
+        state
+            .backlog
+            .as_ref()?
+            .refill_plan(in_memory, self.bound as usize)
+    }
+
+    /// Reads the next part of the on-disk backlog into the queue.
+    async fn refill(&self, plan: RefillPlan) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let topic = self.topic_name.clone();
+        let read =
+            tokio::task::spawn_blocking(move || store.read_log(&topic, plan.from, plan.limit))
+                .await;
+        let entries = match read {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %self.topic_name, channel = %self.name, error = %e, "cannot read the backlog; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "backlog read task failed");
+                return;
+            }
+        };
+        let mut state = self.lock();
+        let Some(backlog) = state.backlog.as_mut() else {
+            return;
+        };
+        let loaded = backlog.apply_refill(plan, entries);
+        let any = !loaded.is_empty();
+        state.queue.extend(loaded);
+        drop(state);
+        if any {
+            self.available.notify_waiters();
         }
     }
 
@@ -546,8 +596,10 @@ impl Channel {
 
     pub fn snapshot(&self) -> ChannelSnapshot {
         let state = self.lock();
+        let backend_depth = state.backlog.as_ref().map_or(0, Backlog::on_disk);
         ChannelSnapshot {
-            depth: state.queue.len() as u64,
+            depth: state.queue.len() as u64 + backend_depth,
+            backend_depth,
             in_flight: state.in_flight.len() as u64,
             deferred: state.deferred.len() as u64,
             paused: state.paused,

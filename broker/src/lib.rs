@@ -8,6 +8,7 @@
 //! timer task for both. [`http`] serves nsqd's HTTP API over the same broker;
 //! [`server::Server`] binds both front ends and shuts them down.
 
+pub mod backlog;
 pub mod broker;
 pub mod channel;
 pub mod client;

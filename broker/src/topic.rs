@@ -8,7 +8,7 @@
 //!
 //! Lock order is topic, then channel; a channel never takes its topic's lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use triage_config::Tier;
 use triage_protocol::{Message, MessageId};
 
-use crate::channel::Channel;
+use crate::backlog::Backlog;
+use crate::channel::{Channel, Durable};
 use crate::client::unix_nanos;
 use crate::store::{Store, StoreError, StoredMessage};
 
@@ -44,6 +45,10 @@ struct State {
     pending: VecDeque<(Message, Option<Instant>)>,
     paused: bool,
     deleted: bool,
+    /// Persistent topics: publishes whose writes finished before an earlier
+    /// one's, by first seq, waiting to be handed over in log order. A failed
+    /// write leaves an empty entry so the order can move past it.
+    sequencer: BTreeMap<u64, (u64, Vec<(Message, Option<Instant>)>)>,
 }
 
 /// What the last checkpoint wrote, so the next writes only what moved.
@@ -62,6 +67,9 @@ pub struct Topic {
     /// std Mutex: short sections with no `.await` (see the module doc for lock order).
     state: Mutex<State>,
     next_seq: AtomicU64,
+    /// Every seq below it has been handed over to the channels (persistent
+    /// topics; see [`Backlog`], which reads it without the topic's lock).
+    handed_over: Arc<AtomicU64>,
     pub message_count: AtomicU64,
     pub message_bytes: AtomicU64,
     /// Parent of every channel's token.
@@ -98,6 +106,7 @@ impl Topic {
             bound,
             state: Mutex::new(State::default()),
             next_seq: AtomicU64::new(next_seq),
+            handed_over: Arc::new(AtomicU64::new(next_seq)),
             message_count: AtomicU64::new(0),
             message_bytes: AtomicU64::new(0),
             cancel,
@@ -147,19 +156,43 @@ impl Topic {
                 body: m.body.clone(),
             })
             .collect();
-        store
-            .append(&self.name, first, &stored)
-            .await
-            .map_err(|source| PublishError::Store {
-                topic: self.name.clone(),
-                source,
-            })?;
-        // Durable: from here on the messages exist even if this topic goes away.
+        let mut in_order = InOrder {
+            topic: self,
+            first,
+            count,
+            msgs: Some(msgs.into_iter().map(|m| (m, due)).collect()),
+        };
+        let written = store.append(&self.name, first, &stored).await;
+        // Durable (or failed): hand over in log order, after any earlier publish.
+        in_order.finish(written.is_ok());
+        written.map_err(|source| PublishError::Store {
+            topic: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Records that the publish of `first..first + count` is done and hands
+    /// over, in log order, every publish that is no longer waiting for an
+    /// earlier one. In-order hand-over is what lets a channel's [`Backlog`]
+    /// keep a single cursor into the log.
+    fn sequence(&self, first: u64, count: u64, msgs: Vec<(Message, Option<Instant>)>) {
         let mut state = self.lock();
-        if !state.deleted {
-            self.hand_over(&mut state, msgs.into_iter().map(|m| (m, due)));
+        state.sequencer.insert(first, (count, msgs));
+        loop {
+            let next = self.handed_over.load(Ordering::Acquire);
+            let Some(entry) = state.sequencer.first_entry() else {
+                break;
+            };
+            if *entry.key() != next {
+                break;
+            }
+            let (count, msgs) = entry.remove();
+            // Advanced before the channels see the messages: see `Backlog::apply_refill`.
+            self.handed_over.store(next + count, Ordering::Release);
+            if !state.deleted {
+                self.hand_over(&mut state, msgs.into_iter());
+            }
         }
-        Ok(())
     }
 
     fn publish_in_memory(
@@ -249,46 +282,59 @@ impl Topic {
         if let Some(channel) = state.channels.get(name) {
             return Ok((channel.clone(), None));
         }
-        let durable = self.is_durable() && !triage_protocol::names::is_ephemeral(name);
+        // Pending messages exist only while the topic has no channel or is
+        // paused; the new channel gets them (now, or at unpause). A first
+        // channel also gets what is still being written; a later one starts
+        // with the next publish.
+        let first_channel = state.channels.is_empty();
+        let oldest_pending = state
+            .pending
+            .iter()
+            .filter_map(|(m, _)| m.id.to_u64())
+            .min();
+        let starts_at = match (oldest_pending, first_channel) {
+            (Some(oldest), _) => oldest,
+            (None, true) => self.handed_over.load(Ordering::Acquire),
+            (None, false) => self.next_seq.load(Ordering::Relaxed),
+        };
+        let pending: Vec<_> = if first_channel && !state.paused {
+            state.pending.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        let durable = match &self.store {
+            Some(store) if !triage_protocol::names::is_ephemeral(name) => Some(Durable {
+                backlog: Backlog::new(starts_at, self.handed_over.clone()),
+                store: store.clone(),
+            }),
+            _ => None,
+        };
         let channel = Channel::new(&self.name, name, bound, durable, self.cancel.child_token());
         self.tracker.spawn(channel.clone().run_timer());
-        let mut starts_at = self.next_seq.load(Ordering::Relaxed);
-        if state.channels.is_empty() && !state.paused {
-            let pending: Vec<_> = state.pending.drain(..).collect();
-            starts_at = pending
-                .iter()
-                .filter_map(|(m, _)| m.id.to_u64())
-                .min()
-                .unwrap_or(starts_at);
-            channel.put_all(pending);
-        }
-        channel.set_high(starts_at);
+        channel.put_all(pending);
         state.channels.insert(name.to_owned(), channel.clone());
         tracing::info!(topic = %self.name, channel = name, "channel created");
         Ok((channel, Some(starts_at)))
     }
 
     /// Recovery: a channel as the store remembers it (`watermark`: every seq
-    /// below it was finished) with the messages it still owes.
+    /// below it was finished; `finished`: FIN marks at or above it). Its
+    /// backlog stays on disk and is read in as consumers make room.
     pub fn restore_channel(
         &self,
         name: &str,
         bound: u64,
         paused: bool,
         watermark: u64,
-        msgs: Vec<Message>,
+        finished: HashSet<u64>,
     ) {
-        let channel = Channel::new(
-            &self.name,
-            name,
-            bound,
-            self.is_durable(),
-            self.cancel.child_token(),
-        );
+        let durable = self.store.as_ref().map(|store| Durable {
+            backlog: Backlog::recovered(watermark, finished, self.handed_over.clone()),
+            store: store.clone(),
+        });
+        let channel = Channel::new(&self.name, name, bound, durable, self.cancel.child_token());
         self.tracker.spawn(channel.clone().run_timer());
         channel.pause(paused);
-        channel.put_all(msgs.into_iter().map(|m| (m, None)));
-        channel.set_high(self.next_seq.load(Ordering::Relaxed));
         self.checkpointed_lock()
             .watermarks
             .insert(name.to_owned(), watermark);
@@ -423,7 +469,9 @@ impl Topic {
                 .min();
             (state.channels.values().cloned().collect::<Vec<_>>(), floor)
         };
-        let mut lowest = pending_floor.unwrap_or_else(|| self.next_seq.load(Ordering::Relaxed));
+        // Publishes not handed over yet are in no channel, but not finished either.
+        let handed_over = self.handed_over.load(Ordering::Acquire);
+        let mut lowest = pending_floor.map_or(handed_over, |floor| floor.min(handed_over));
         for channel in channels {
             let Some(checkpoint) = channel.checkpoint() else {
                 continue;
@@ -461,5 +509,33 @@ impl Topic {
             self.checkpointed_lock().trimmed_below = lowest;
         }
         Ok(())
+    }
+}
+
+/// A persistent publish between its seqs being assigned and its hand-over.
+/// If the publishing future is dropped mid-write (an HTTP client hanging up),
+/// its messages are still handed over, in order: a gap in the sequence would
+/// stop every later publish of the topic from reaching its channels.
+struct InOrder<'a> {
+    topic: &'a Topic,
+    first: u64,
+    count: u64,
+    msgs: Option<Vec<(Message, Option<Instant>)>>,
+}
+
+impl InOrder<'_> {
+    /// `written`: the messages are durable; otherwise only their place in the
+    /// order is handed over.
+    fn finish(&mut self, written: bool) {
+        if let Some(msgs) = self.msgs.take() {
+            let msgs = if written { msgs } else { Vec::new() };
+            self.topic.sequence(self.first, self.count, msgs);
+        }
+    }
+}
+
+impl Drop for InOrder<'_> {
+    fn drop(&mut self) {
+        self.finish(true);
     }
 }

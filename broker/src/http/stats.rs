@@ -209,7 +209,7 @@ fn channel_stats(channel: &Channel, include_clients: bool) -> ChannelStats {
     ChannelStats {
         channel_name: channel.name.clone(),
         depth: snapshot.depth,
-        backend_depth: 0,
+        backend_depth: snapshot.backend_depth,
         in_flight_count: snapshot.in_flight,
         deferred_count: snapshot.deferred,
         message_count: channel.counters.message_count.load(Ordering::Relaxed),

@@ -1,0 +1,268 @@
+//! A persistent channel's view of its topic's log: which messages it holds
+//! in memory, where its on-disk backlog starts, and what it has finished.
+//!
+//! A persistent channel keeps at most a window of messages in memory (the
+//! `mem_queue_size` bound); the rest of its backlog stays in the store and
+//! is read back in batches as consumers make room, so memory does not grow
+//! with the backlog. The topic hands messages over strictly in log order
+//! (see `Topic::publish`), which makes one cursor enough: every seq below it
+//! is loaded, finished or a gap left by a failed write; every seq at or past
+//! it is either not handed over yet or waiting on disk.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use triage_protocol::{Message, MessageId};
+
+use crate::store::StoredMessage;
+
+#[derive(Debug)]
+pub struct Backlog {
+    /// Seqs queued, deferred or in flight in memory.
+    outstanding: BTreeSet<u64>,
+    /// The next seq not loaded into memory.
+    cursor: u64,
+    /// Messages at or past `cursor` wait on disk; refills load them.
+    behind: bool,
+    /// FIN marks at or past the cursor found at recovery; refills skip them.
+    finished_on_disk: HashSet<u64>,
+    /// FINs not yet written to the store.
+    finished: Vec<u64>,
+    /// The topic's hand-over point: every seq below it has been handed over
+    /// to the channels (or its write failed). Shared with the topic.
+    handed_over: Arc<AtomicU64>,
+}
+
+/// What a refill should read: up to `limit` log entries from `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefillPlan {
+    pub from: u64,
+    pub limit: usize,
+    /// The hand-over point before the read: every durable seq below it is in
+    /// the log, so a read that comes back short has seen all of them.
+    pub handed_over: u64,
+}
+
+impl Backlog {
+    /// A new channel that sees messages from `start` on.
+    pub fn new(start: u64, handed_over: Arc<AtomicU64>) -> Backlog {
+        Backlog {
+            outstanding: BTreeSet::new(),
+            cursor: start,
+            behind: false,
+            finished_on_disk: HashSet::new(),
+            finished: Vec::new(),
+            handed_over,
+        }
+    }
+
+    /// A channel coming back from the store: everything from its low
+    /// watermark on is on disk, less the FIN marks it recorded.
+    pub fn recovered(
+        watermark: u64,
+        finished_on_disk: HashSet<u64>,
+        handed_over: Arc<AtomicU64>,
+    ) -> Backlog {
+        Backlog {
+            behind: true,
+            finished_on_disk,
+            ..Backlog::new(watermark, handed_over)
+        }
+    }
+
+    /// A message handed over by the topic: true if it goes into memory now,
+    /// false if it stays on disk (already loaded, or no room in the window).
+    pub fn admit(&mut self, seq: u64, in_memory: usize, window: usize) -> bool {
+        if seq < self.cursor {
+            return false;
+        }
+        if self.behind || in_memory >= window {
+            self.behind = true;
+            return false;
+        }
+        self.cursor = seq + 1;
+        self.outstanding.insert(seq);
+        true
+    }
+
+    /// Whether the on-disk backlog should be read now: refill at half a window.
+    pub fn refill_plan(&self, in_memory: usize, window: usize) -> Option<RefillPlan> {
+        (self.behind && in_memory < window.div_ceil(2)).then(|| RefillPlan {
+            from: self.cursor,
+            limit: window - in_memory,
+            handed_over: self.handed_over.load(Ordering::Acquire),
+        })
+    }
+
+    /// Takes a refill's read into memory; returns the messages to queue.
+    pub fn apply_refill(
+        &mut self,
+        plan: RefillPlan,
+        entries: Vec<(u64, StoredMessage)>,
+    ) -> Vec<Message> {
+        if plan.from != self.cursor || !self.behind {
+            // Emptied (or refilled) meanwhile: this read is stale.
+            return Vec::new();
+        }
+        let short = entries.len() < plan.limit;
+        let mut loaded = Vec::with_capacity(entries.len());
+        for (seq, stored) in entries {
+            self.cursor = seq + 1;
+            if self.finished_on_disk.remove(&seq) {
+                continue;
+            }
+            self.outstanding.insert(seq);
+            loaded.push(Message {
+                timestamp_ns: stored.timestamp_ns,
+                attempts: stored.attempts,
+                id: MessageId::from_u64(seq),
+                body: stored.body,
+            });
+        }
+        if short {
+            // The read reached the end of the log: nothing durable below the
+            // hand-over point is left unread.
+            self.cursor = self.cursor.max(plan.handed_over);
+            let cursor = self.cursor;
+            self.finished_on_disk.retain(|&seq| seq >= cursor);
+            // Messages handed over during the read were not admitted; catch
+            // up with another read unless there were none.
+            self.behind = self.cursor < self.handed_over.load(Ordering::Acquire);
+        }
+        loaded
+    }
+
+    pub fn finish(&mut self, seq: u64) {
+        self.outstanding.remove(&seq);
+        self.finished.push(seq);
+    }
+
+    /// Every seq below it is finished.
+    pub fn low_watermark(&self) -> u64 {
+        self.outstanding
+            .first()
+            .copied()
+            .unwrap_or(self.cursor)
+            .min(self.cursor)
+    }
+
+    pub fn take_finished(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.finished)
+    }
+
+    pub fn restore_finished(&mut self, finished: Vec<u64>) {
+        self.finished.extend(finished);
+    }
+
+    /// `/channel/empty`: everything handed over so far counts as finished.
+    pub fn empty(&mut self) {
+        self.outstanding.clear();
+        self.finished.clear();
+        self.finished_on_disk.clear();
+        self.cursor = self.cursor.max(self.handed_over.load(Ordering::Acquire));
+        self.behind = false;
+    }
+
+    /// Messages waiting on disk (approximate: failed writes and FIN marks
+    /// found at recovery are counted too), for `/stats`' `backend_depth`.
+    pub fn on_disk(&self) -> u64 {
+        if self.behind {
+            self.handed_over
+                .load(Ordering::Acquire)
+                .saturating_sub(self.cursor)
+        } else {
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn stored(n: u64) -> Vec<(u64, StoredMessage)> {
+        (0..n)
+            .map(|s| {
+                (
+                    s,
+                    StoredMessage {
+                        timestamp_ns: 1,
+                        attempts: 0,
+                        body: Bytes::from(s.to_string()),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn admits_within_the_window_then_falls_behind() {
+        let handed = Arc::new(AtomicU64::new(0));
+        let mut backlog = Backlog::new(0, handed.clone());
+        assert!(backlog.admit(0, 0, 2));
+        assert!(backlog.admit(1, 1, 2));
+        assert!(!backlog.admit(2, 2, 2), "window full");
+        // Once behind, later messages stay on disk even if room appears,
+        // so they are read back in order.
+        assert!(!backlog.admit(3, 0, 2));
+        handed.store(4, Ordering::Release);
+        assert_eq!(backlog.low_watermark(), 0);
+        let plan = backlog.refill_plan(0, 2).unwrap();
+        assert_eq!((plan.from, plan.limit), (2, 2));
+        let all = stored(4);
+        let loaded = backlog.apply_refill(plan, all[2..4].to_vec());
+        assert_eq!(loaded.len(), 2);
+        // A full read: not known to be at the end yet.
+        let plan = backlog.refill_plan(0, 2).unwrap();
+        assert_eq!(plan.from, 4);
+        assert!(backlog.apply_refill(plan, Vec::new()).is_empty());
+        assert!(backlog.refill_plan(0, 2).is_none(), "caught up");
+        assert!(backlog.admit(4, 0, 2), "admits again once caught up");
+    }
+
+    #[test]
+    fn a_hand_over_during_a_read_is_caught_up_with() {
+        let handed = Arc::new(AtomicU64::new(3));
+        let mut backlog = Backlog::recovered(0, HashSet::new(), handed.clone());
+        let plan = backlog.refill_plan(0, 10).unwrap();
+        // Seq 3 is handed over (and ignored: behind) while the read runs.
+        handed.store(4, Ordering::Release);
+        assert!(!backlog.admit(3, 0, 10));
+        let loaded = backlog.apply_refill(plan, stored(3));
+        assert_eq!(loaded.len(), 3);
+        let plan = backlog
+            .refill_plan(3, 10)
+            .expect("still behind: seq 3 is on disk only");
+        assert_eq!(plan.from, 3);
+    }
+
+    #[test]
+    fn recovered_marks_are_skipped_and_a_gap_is_passed() {
+        let handed = Arc::new(AtomicU64::new(10));
+        let mut backlog = Backlog::recovered(0, [1, 2].into_iter().collect(), handed);
+        let plan = backlog.refill_plan(0, 100).unwrap();
+        // Seqs 5..10 failed to write: the log ends at 4.
+        let loaded = backlog.apply_refill(plan, stored(5));
+        let seqs: Vec<_> = loaded.iter().map(|m| m.id.to_u64().unwrap()).collect();
+        assert_eq!(seqs, vec![0, 3, 4]);
+        assert!(backlog.refill_plan(0, 100).is_none());
+        backlog.finish(0);
+        backlog.finish(3);
+        assert_eq!(backlog.low_watermark(), 4);
+        assert_eq!(backlog.take_finished(), vec![0, 3]);
+    }
+
+    #[test]
+    fn empty_skips_the_whole_backlog() {
+        let handed = Arc::new(AtomicU64::new(50));
+        let mut backlog = Backlog::recovered(0, HashSet::new(), handed);
+        backlog.empty();
+        assert!(backlog.refill_plan(0, 10).is_none());
+        assert_eq!(backlog.low_watermark(), 50);
+        assert!(!backlog.admit(49, 0, 10));
+        assert!(backlog.admit(50, 0, 10));
+    }
+}
