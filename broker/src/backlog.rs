@@ -4,10 +4,11 @@
 //! A persistent channel keeps at most a window of messages in memory (the
 //! `mem_queue_size` bound); the rest of its backlog stays in the store and
 //! is read back in batches as consumers make room, so memory does not grow
-//! with the backlog. The topic hands messages over strictly in log order
-//! (see `Topic::publish`), which makes one cursor enough: every seq below it
-//! is loaded, finished or a gap left by a failed write; every seq at or past
-//! it is either not handed over yet or waiting on disk.
+//! with the backlog. The topic releases messages strictly in log order (see
+//! `Topic::publish`), which makes one cursor enough: every seq below it is
+//! loaded, finished or a gap left by a failed write; every seq at or past it
+//! is either not released yet or waiting on disk. A paused topic stops
+//! releasing, so refills stop at the pause point too.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,13 +26,14 @@ pub struct Backlog {
     cursor: u64,
     /// Messages at or past `cursor` wait on disk; refills load them.
     behind: bool,
-    /// FIN marks at or past the cursor found at recovery; refills skip them.
+    /// Seqs at or past the cursor that refills skip: FIN marks found at
+    /// recovery, and deferred messages taken into memory out of order.
     finished_on_disk: HashSet<u64>,
     /// FINs not yet written to the store.
     finished: Vec<u64>,
-    /// The topic's hand-over point: every seq below it has been handed over
-    /// to the channels (or its write failed). Shared with the topic.
-    handed_over: Arc<AtomicU64>,
+    /// The topic's release point: every seq below it may be delivered (it is
+    /// durable, or its write failed). Shared with the topic.
+    released: Arc<AtomicU64>,
 }
 
 /// What a refill should read: up to `limit` log entries from `from`.
@@ -39,39 +41,40 @@ pub struct Backlog {
 pub struct RefillPlan {
     pub from: u64,
     pub limit: usize,
-    /// The hand-over point before the read: every durable seq below it is in
+    /// The release point before the read: every durable seq below it is in
     /// the log, so a read that comes back short has seen all of them.
-    pub handed_over: u64,
+    pub released: u64,
 }
 
 impl Backlog {
-    /// A new channel that sees messages from `start` on.
-    pub fn new(start: u64, handed_over: Arc<AtomicU64>) -> Backlog {
+    /// A new channel that sees messages from `start` on, as they are released.
+    pub fn new(start: u64, released: Arc<AtomicU64>) -> Backlog {
         Backlog {
             outstanding: BTreeSet::new(),
             cursor: start,
             behind: false,
             finished_on_disk: HashSet::new(),
             finished: Vec::new(),
-            handed_over,
+            released,
         }
     }
 
-    /// A channel coming back from the store: everything from its low
-    /// watermark on is on disk, less the FIN marks it recorded.
-    pub fn recovered(
-        watermark: u64,
+    /// A channel whose messages from `start` on wait on disk, less the FIN
+    /// marks in `finished_on_disk`: one coming back from the store, or the
+    /// first channel of a topic that held messages while it had none.
+    pub fn on_disk_from(
+        start: u64,
         finished_on_disk: HashSet<u64>,
-        handed_over: Arc<AtomicU64>,
+        released: Arc<AtomicU64>,
     ) -> Backlog {
         Backlog {
             behind: true,
             finished_on_disk,
-            ..Backlog::new(watermark, handed_over)
+            ..Backlog::new(start, released)
         }
     }
 
-    /// A message handed over by the topic: true if it goes into memory now,
+    /// A message released by the topic: true if it goes into memory now,
     /// false if it stays on disk (already loaded, or no room in the window).
     pub fn admit(&mut self, seq: u64, in_memory: usize, window: usize) -> bool {
         if seq < self.cursor {
@@ -86,12 +89,28 @@ impl Backlog {
         true
     }
 
+    /// A deferred message (DPUB): its due time lives only in memory, so it
+    /// goes into memory whatever the window, and a refill that meets it on
+    /// disk skips it.
+    pub fn admit_deferred(&mut self, seq: u64) -> bool {
+        if seq < self.cursor {
+            return false;
+        }
+        if seq == self.cursor && !self.behind {
+            self.cursor = seq + 1;
+        } else {
+            self.finished_on_disk.insert(seq);
+        }
+        self.outstanding.insert(seq);
+        true
+    }
+
     /// Whether the on-disk backlog should be read now: refill at half a window.
     pub fn refill_plan(&self, in_memory: usize, window: usize) -> Option<RefillPlan> {
         (self.behind && in_memory < window.div_ceil(2)).then(|| RefillPlan {
             from: self.cursor,
             limit: window - in_memory,
-            handed_over: self.handed_over.load(Ordering::Acquire),
+            released: self.released.load(Ordering::Acquire),
         })
     }
 
@@ -105,9 +124,15 @@ impl Backlog {
             // Emptied (or refilled) meanwhile: this read is stale.
             return Vec::new();
         }
-        let short = entries.len() < plan.limit;
+        let mut at_end = entries.len() < plan.limit;
         let mut loaded = Vec::with_capacity(entries.len());
         for (seq, stored) in entries {
+            if seq >= plan.released {
+                // Written but not released yet (a paused topic, or an earlier
+                // publish still being written): not for this channel yet.
+                at_end = true;
+                break;
+            }
             self.cursor = seq + 1;
             if self.finished_on_disk.remove(&seq) {
                 continue;
@@ -120,17 +145,24 @@ impl Backlog {
                 body: stored.body,
             });
         }
-        if short {
-            // The read reached the end of the log: nothing durable below the
-            // hand-over point is left unread.
-            self.cursor = self.cursor.max(plan.handed_over);
+        if at_end {
+            // Nothing durable below the release point is left unread.
+            self.cursor = self.cursor.max(plan.released);
             let cursor = self.cursor;
             self.finished_on_disk.retain(|&seq| seq >= cursor);
-            // Messages handed over during the read were not admitted; catch
-            // up with another read unless there were none.
-            self.behind = self.cursor < self.handed_over.load(Ordering::Acquire);
+            // Messages released during the read were not admitted; catch up
+            // with another read unless there were none.
+            self.behind = self.cursor < self.released.load(Ordering::Acquire);
         }
         loaded
+    }
+
+    /// The topic released messages without handing them over (it was
+    /// paused): read them from disk.
+    pub fn catch_up(&mut self) {
+        if self.cursor < self.released.load(Ordering::Acquire) {
+            self.behind = true;
+        }
     }
 
     pub fn finish(&mut self, seq: u64) {
@@ -155,12 +187,12 @@ impl Backlog {
         self.finished.extend(finished);
     }
 
-    /// `/channel/empty`: everything handed over so far counts as finished.
+    /// `/channel/empty`: everything released so far counts as finished.
     pub fn empty(&mut self) {
         self.outstanding.clear();
         self.finished.clear();
         self.finished_on_disk.clear();
-        self.cursor = self.cursor.max(self.handed_over.load(Ordering::Acquire));
+        self.cursor = self.cursor.max(self.released.load(Ordering::Acquire));
         self.behind = false;
     }
 
@@ -168,7 +200,7 @@ impl Backlog {
     /// found at recovery are counted too), for `/stats`' `backend_depth`.
     pub fn on_disk(&self) -> u64 {
         if self.behind {
-            self.handed_over
+            self.released
                 .load(Ordering::Acquire)
                 .saturating_sub(self.cursor)
         } else {
@@ -183,15 +215,16 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn stored(n: u64) -> Vec<(u64, StoredMessage)> {
-        (0..n)
+    fn stored(range: std::ops::Range<u64>) -> Vec<(u64, StoredMessage)> {
+        range
             .map(|s| {
+                let body = Bytes::from(s.to_string());
                 (
                     s,
                     StoredMessage {
                         timestamp_ns: 1,
                         attempts: 0,
-                        body: Bytes::from(s.to_string()),
+                        body,
                     },
                 )
             })
@@ -200,21 +233,19 @@ mod tests {
 
     #[test]
     fn admits_within_the_window_then_falls_behind() {
-        let handed = Arc::new(AtomicU64::new(0));
-        let mut backlog = Backlog::new(0, handed.clone());
+        let released = Arc::new(AtomicU64::new(0));
+        let mut backlog = Backlog::new(0, released.clone());
         assert!(backlog.admit(0, 0, 2));
         assert!(backlog.admit(1, 1, 2));
         assert!(!backlog.admit(2, 2, 2), "window full");
         // Once behind, later messages stay on disk even if room appears,
         // so they are read back in order.
         assert!(!backlog.admit(3, 0, 2));
-        handed.store(4, Ordering::Release);
+        released.store(4, Ordering::Release);
         assert_eq!(backlog.low_watermark(), 0);
         let plan = backlog.refill_plan(0, 2).unwrap();
         assert_eq!((plan.from, plan.limit), (2, 2));
-        let all = stored(4);
-        let loaded = backlog.apply_refill(plan, all[2..4].to_vec());
-        assert_eq!(loaded.len(), 2);
+        assert_eq!(backlog.apply_refill(plan, stored(2..4)).len(), 2);
         // A full read: not known to be at the end yet.
         let plan = backlog.refill_plan(0, 2).unwrap();
         assert_eq!(plan.from, 4);
@@ -224,15 +255,14 @@ mod tests {
     }
 
     #[test]
-    fn a_hand_over_during_a_read_is_caught_up_with() {
-        let handed = Arc::new(AtomicU64::new(3));
-        let mut backlog = Backlog::recovered(0, HashSet::new(), handed.clone());
+    fn a_release_during_a_read_is_caught_up_with() {
+        let released = Arc::new(AtomicU64::new(3));
+        let mut backlog = Backlog::on_disk_from(0, HashSet::new(), released.clone());
         let plan = backlog.refill_plan(0, 10).unwrap();
-        // Seq 3 is handed over (and ignored: behind) while the read runs.
-        handed.store(4, Ordering::Release);
+        // Seq 3 is released (and not admitted: behind) while the read runs.
+        released.store(4, Ordering::Release);
         assert!(!backlog.admit(3, 0, 10));
-        let loaded = backlog.apply_refill(plan, stored(3));
-        assert_eq!(loaded.len(), 3);
+        assert_eq!(backlog.apply_refill(plan, stored(0..3)).len(), 3);
         let plan = backlog
             .refill_plan(3, 10)
             .expect("still behind: seq 3 is on disk only");
@@ -241,11 +271,11 @@ mod tests {
 
     #[test]
     fn recovered_marks_are_skipped_and_a_gap_is_passed() {
-        let handed = Arc::new(AtomicU64::new(10));
-        let mut backlog = Backlog::recovered(0, [1, 2].into_iter().collect(), handed);
+        let released = Arc::new(AtomicU64::new(10));
+        let mut backlog = Backlog::on_disk_from(0, [1, 2].into_iter().collect(), released);
         let plan = backlog.refill_plan(0, 100).unwrap();
         // Seqs 5..10 failed to write: the log ends at 4.
-        let loaded = backlog.apply_refill(plan, stored(5));
+        let loaded = backlog.apply_refill(plan, stored(0..5));
         let seqs: Vec<_> = loaded.iter().map(|m| m.id.to_u64().unwrap()).collect();
         assert_eq!(seqs, vec![0, 3, 4]);
         assert!(backlog.refill_plan(0, 100).is_none());
@@ -256,9 +286,45 @@ mod tests {
     }
 
     #[test]
+    fn refills_stop_at_the_release_point_and_catch_up_after() {
+        // A paused topic: 10 messages written, 4 released.
+        let released = Arc::new(AtomicU64::new(4));
+        let mut backlog = Backlog::on_disk_from(0, HashSet::new(), released.clone());
+        let plan = backlog.refill_plan(0, 100).unwrap();
+        assert_eq!(
+            backlog.apply_refill(plan, stored(0..10)).len(),
+            4,
+            "nothing past the pause point"
+        );
+        assert!(backlog.refill_plan(0, 100).is_none());
+        // Unpause: the rest is released, and the channel reads it.
+        released.store(10, Ordering::Release);
+        backlog.catch_up();
+        let plan = backlog.refill_plan(0, 100).unwrap();
+        assert_eq!(plan.from, 4);
+        assert_eq!(backlog.apply_refill(plan, stored(4..10)).len(), 6);
+        assert!(backlog.refill_plan(0, 100).is_none());
+    }
+
+    #[test]
+    fn a_deferred_message_goes_into_memory_and_is_skipped_on_disk() {
+        let released = Arc::new(AtomicU64::new(3));
+        let mut backlog = Backlog::on_disk_from(0, HashSet::new(), released);
+        assert!(backlog.admit_deferred(2));
+        assert_eq!(backlog.low_watermark(), 0);
+        let plan = backlog.refill_plan(1, 10).unwrap();
+        let seqs: Vec<_> = backlog
+            .apply_refill(plan, stored(0..3))
+            .iter()
+            .map(|m| m.id.to_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![0, 1], "seq 2 is already in memory");
+    }
+
+    #[test]
     fn empty_skips_the_whole_backlog() {
-        let handed = Arc::new(AtomicU64::new(50));
-        let mut backlog = Backlog::recovered(0, HashSet::new(), handed);
+        let released = Arc::new(AtomicU64::new(50));
+        let mut backlog = Backlog::on_disk_from(0, HashSet::new(), released);
         backlog.empty();
         assert!(backlog.refill_plan(0, 10).is_none());
         assert_eq!(backlog.low_watermark(), 50);

@@ -12,7 +12,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triage_config::{BrokerConfig, ConfigError, Tier, TierMatcher};
-use triage_protocol::{Message, MessageId};
 
 use crate::channel::Channel;
 use crate::client::ClientId;
@@ -29,9 +28,6 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 fn saved_name(topic: &str, channel: Option<&str>) -> String {
     format!("{topic}/{}", channel.unwrap_or(""))
 }
-
-/// Log entries read per step during recovery.
-const RECOVERY_BATCH: usize = 10_000;
 
 /// Why a topic could not be created or found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -336,7 +332,7 @@ impl Broker {
     /// channel resumes at its low watermark, skipping its FIN marks; its
     /// backlog is read from disk as consumers make room (at least once: some
     /// messages may have been finished after the last checkpoint). Blocking:
-    /// reads metadata, FIN marks, and the backlogs of channel-less topics.
+    /// reads metadata and FIN marks, never a backlog.
     /// Returns the names of the saved memory-tier logs it restored, which the
     /// caller deletes (see [`Broker::forget_saved`]) before serving.
     ///
@@ -354,7 +350,9 @@ impl Broker {
             topic.restore_paused(state.meta.paused);
             if topic.is_durable() {
                 if state.channels.is_empty() {
-                    topic.restore_pending(self.read_all(&name, 0)?);
+                    if let Some(&(first, _)) = self.store.read_log(&name, 0, 1)?.first() {
+                        topic.restore_held(first);
+                    }
                 }
                 for channel in &state.channels {
                     let (channel_name, watermark) = (&channel.meta.name, channel.low_watermark);
@@ -452,26 +450,6 @@ impl Broker {
                 }
             }
         }
-    }
-
-    /// The log of `topic` from `from`: what a channel-less topic holds.
-    fn read_all(&self, topic: &str, from: u64) -> Result<Vec<Message>, StoreError> {
-        let mut out = Vec::new();
-        let mut next = from;
-        loop {
-            let batch = self.store.read_log(topic, next, RECOVERY_BATCH)?;
-            let Some(&(last, _)) = batch.last() else {
-                break;
-            };
-            out.extend(batch.into_iter().map(|(seq, m)| Message {
-                timestamp_ns: m.timestamp_ns,
-                attempts: m.attempts,
-                id: MessageId::from_u64(seq),
-                body: m.body,
-            }));
-            next = last + 1;
-        }
-        Ok(out)
     }
 
     /// Checkpoints every persistent topic now.

@@ -206,7 +206,11 @@ impl Channel {
             }
             self.counters.message_count.fetch_add(1, Ordering::Relaxed);
             if let (Some(backlog), Some(seq)) = (state.backlog.as_mut(), msg.id.to_u64()) {
-                if !backlog.admit(seq, in_memory, self.bound as usize) {
+                let admitted = match due {
+                    Some(_) => backlog.admit_deferred(seq),
+                    None => backlog.admit(seq, in_memory, self.bound as usize),
+                };
+                if !admitted {
                     continue; // on disk; a refill brings it in order
                 }
             }
@@ -544,6 +548,14 @@ impl Channel {
         if let Some(backlog) = self.lock().backlog.as_mut() {
             backlog.restore_finished(finished);
         }
+    }
+
+    /// The topic was unpaused: read what it released meanwhile from disk.
+    pub fn catch_up(&self) {
+        if let Some(backlog) = self.lock().backlog.as_mut() {
+            backlog.catch_up();
+        }
+        self.timer_wake.notify_one();
     }
 
     /// What a refill should read now, if anything.

@@ -38,6 +38,9 @@ pub enum PublishError {
     Store { topic: String, source: StoreError },
 }
 
+/// A message with its due time, if deferred.
+type Held = (Message, Option<Instant>);
+
 #[derive(Debug, Default)]
 struct State {
     channels: HashMap<String, Arc<Channel>>,
@@ -48,7 +51,10 @@ struct State {
     /// Persistent topics: publishes whose writes finished before an earlier
     /// one's, by first seq, waiting to be handed over in log order. A failed
     /// write leaves an empty entry so the order can move past it.
-    sequencer: BTreeMap<u64, (u64, Vec<(Message, Option<Instant>)>)>,
+    sequencer: BTreeMap<u64, (u64, Vec<Held>)>,
+    /// Persistent topics without a channel: the first seq held for the first
+    /// channel to come. The messages themselves stay on disk.
+    held_from: Option<u64>,
 }
 
 /// What the last checkpoint wrote, so the next writes only what moved.
@@ -67,9 +73,12 @@ pub struct Topic {
     /// std Mutex: short sections with no `.await` (see the module doc for lock order).
     state: Mutex<State>,
     next_seq: AtomicU64,
-    /// Every seq below it has been handed over to the channels (persistent
-    /// topics; see [`Backlog`], which reads it without the topic's lock).
-    handed_over: Arc<AtomicU64>,
+    /// Persistent topics: every seq below it has been through the sequencer.
+    handed_over: AtomicU64,
+    /// Persistent topics: every seq below it may reach the channels; it stays
+    /// behind `handed_over` while the topic is paused. Shared with each
+    /// channel's [`Backlog`], which reads it without the topic's lock.
+    released: Arc<AtomicU64>,
     pub message_count: AtomicU64,
     pub message_bytes: AtomicU64,
     /// Parent of every channel's token.
@@ -106,7 +115,8 @@ impl Topic {
             bound,
             state: Mutex::new(State::default()),
             next_seq: AtomicU64::new(next_seq),
-            handed_over: Arc::new(AtomicU64::new(next_seq)),
+            handed_over: AtomicU64::new(next_seq),
+            released: Arc::new(AtomicU64::new(next_seq)),
             message_count: AtomicU64::new(0),
             message_bytes: AtomicU64::new(0),
             cancel,
@@ -187,11 +197,31 @@ impl Topic {
                 break;
             }
             let (count, msgs) = entry.remove();
-            // Advanced before the channels see the messages: see `Backlog::apply_refill`.
             self.handed_over.store(next + count, Ordering::Release);
-            if !state.deleted {
-                self.hand_over(&mut state, msgs.into_iter());
+            if state.deleted {
+                continue;
             }
+            if state.channels.is_empty() || state.paused {
+                // Held on disk for the first channel, or until unpause. A
+                // deferred message's due time lives only in memory (for now),
+                // so those stay in memory.
+                if state.channels.is_empty() {
+                    state.held_from.get_or_insert(next);
+                }
+                state
+                    .pending
+                    .extend(msgs.into_iter().filter(|(_, due)| due.is_some()));
+                continue;
+            }
+            // Released before the channels see them: see `Backlog::apply_refill`.
+            self.released.store(next + count, Ordering::Release);
+            for channel in state.channels.values() {
+                channel.put_all(msgs.iter().cloned());
+            }
+        }
+        if !state.paused && state.channels.is_empty() {
+            self.released
+                .store(self.handed_over.load(Ordering::Acquire), Ordering::Release);
         }
     }
 
@@ -282,32 +312,55 @@ impl Topic {
         if let Some(channel) = state.channels.get(name) {
             return Ok((channel.clone(), None));
         }
-        // Pending messages exist only while the topic has no channel or is
-        // paused; the new channel gets them (now, or at unpause). A first
-        // channel also gets what is still being written; a later one starts
-        // with the next publish.
         let first_channel = state.channels.is_empty();
-        let oldest_pending = state
-            .pending
-            .iter()
-            .filter_map(|(m, _)| m.id.to_u64())
-            .min();
-        let starts_at = match (oldest_pending, first_channel) {
-            (Some(oldest), _) => oldest,
-            (None, true) => self.handed_over.load(Ordering::Acquire),
-            (None, false) => self.next_seq.load(Ordering::Relaxed),
-        };
-        let pending: Vec<_> = if first_channel && !state.paused {
-            state.pending.drain(..).collect()
-        } else {
-            Vec::new()
-        };
-        let durable = match &self.store {
-            Some(store) if !triage_protocol::names::is_ephemeral(name) => Some(Durable {
-                backlog: Backlog::new(starts_at, self.handed_over.clone()),
-                store: store.clone(),
-            }),
-            _ => None,
+        let (starts_at, durable, pending) = match &self.store {
+            Some(store) => {
+                // A persistent topic keeps nothing in memory for its channels.
+                // The first channel takes what the topic held (on disk) and
+                // what is still being written; a later one starts with the
+                // next publish, or at the pause point of a paused topic.
+                let released = self.released.load(Ordering::Acquire);
+                let held = if first_channel {
+                    state.held_from.take()
+                } else {
+                    None
+                };
+                let (starts_at, backlog) = match held {
+                    Some(from) => (
+                        from,
+                        Backlog::on_disk_from(from, HashSet::new(), self.released.clone()),
+                    ),
+                    None => {
+                        let start = if first_channel || state.paused {
+                            released
+                        } else {
+                            self.next_seq.load(Ordering::Relaxed)
+                        };
+                        (start, Backlog::new(start, self.released.clone()))
+                    }
+                };
+                let durable = (!triage_protocol::names::is_ephemeral(name)).then(|| Durable {
+                    backlog,
+                    store: store.clone(),
+                });
+                // Deferred messages held in memory go with the first channel.
+                let pending = if first_channel && !state.paused {
+                    state.pending.drain(..).collect()
+                } else {
+                    Vec::new()
+                };
+                (starts_at, durable, pending)
+            }
+            None => {
+                // A memory topic hands what it held to its first channel, now
+                // or at unpause.
+                let pending = if first_channel && !state.paused {
+                    state.pending.drain(..).collect()
+                } else {
+                    Vec::new()
+                };
+                (self.next_seq.load(Ordering::Relaxed), None, pending)
+            }
         };
         let channel = Channel::new(&self.name, name, bound, durable, self.cancel.child_token());
         self.tracker.spawn(channel.clone().run_timer());
@@ -329,7 +382,7 @@ impl Topic {
         finished: HashSet<u64>,
     ) {
         let durable = self.store.as_ref().map(|store| Durable {
-            backlog: Backlog::recovered(watermark, finished, self.handed_over.clone()),
+            backlog: Backlog::on_disk_from(watermark, finished, self.released.clone()),
             store: store.clone(),
         });
         let channel = Channel::new(&self.name, name, bound, durable, self.cancel.child_token());
@@ -376,11 +429,9 @@ impl Topic {
         }
     }
 
-    /// Recovery: messages a channel-less topic was holding.
-    pub fn restore_pending(&self, msgs: Vec<Message>) {
-        self.lock()
-            .pending
-            .extend(msgs.into_iter().map(|m| (m, None)));
+    /// Recovery: a channel-less persistent topic holds its log from `from` on.
+    pub fn restore_held(&self, from: u64) {
+        self.lock().held_from = Some(from);
     }
 
     pub fn existing_channel(&self, name: &str) -> Option<Arc<Channel>> {
@@ -400,6 +451,17 @@ impl Topic {
     pub fn pause(&self, paused: bool) {
         let mut state = self.lock();
         state.paused = paused;
+        if !paused && self.store.is_some() {
+            // What was written while paused waits on disk: release it.
+            self.released
+                .store(self.handed_over.load(Ordering::Acquire), Ordering::Release);
+            let deferred: Vec<_> = state.pending.drain(..).collect();
+            for channel in state.channels.values() {
+                channel.put_all(deferred.iter().cloned());
+                channel.catch_up();
+            }
+            return;
+        }
         if !paused && !state.channels.is_empty() {
             let pending: Vec<_> = state.pending.drain(..).collect();
             for channel in state.channels.values() {
@@ -414,7 +476,9 @@ impl Topic {
 
     /// Drops what the topic itself holds (not its channels), as nsqd's `/topic/empty`.
     pub fn empty(&self) {
-        self.lock().pending.clear();
+        let mut state = self.lock();
+        state.pending.clear();
+        state.held_from = None;
     }
 
     /// Deletes every channel and refuses further publishes.
@@ -434,7 +498,17 @@ impl Topic {
         let mut channels: Vec<_> = state.channels.values().cloned().collect();
         channels.sort_by(|a, b| a.name.cmp(&b.name));
         TopicSnapshot {
-            depth: state.pending.len() as u64,
+            depth: if self.store.is_some() {
+                // Written but not given to channels: held for a first channel,
+                // or written while paused (deferred ones among them too).
+                let handed_over = self.handed_over.load(Ordering::Acquire);
+                let from = state
+                    .held_from
+                    .unwrap_or_else(|| self.released.load(Ordering::Acquire));
+                handed_over.saturating_sub(from)
+            } else {
+                state.pending.len() as u64
+            },
             paused: state.paused,
             channels,
         }
@@ -462,16 +536,15 @@ impl Topic {
             if state.deleted {
                 return Ok(());
             }
-            let floor = state
-                .pending
-                .iter()
-                .filter_map(|(m, _)| m.id.to_u64())
-                .min();
-            (state.channels.values().cloned().collect::<Vec<_>>(), floor)
+            (
+                state.channels.values().cloned().collect::<Vec<_>>(),
+                state.held_from,
+            )
         };
-        // Publishes not handed over yet are in no channel, but not finished either.
+        // What is held for a first channel, or not through the sequencer yet,
+        // is in no channel but not finished either.
         let handed_over = self.handed_over.load(Ordering::Acquire);
-        let mut lowest = pending_floor.map_or(handed_over, |floor| floor.min(handed_over));
+        let mut lowest = pending_floor.map_or(handed_over, |held| held.min(handed_over));
         for channel in channels {
             let Some(checkpoint) = channel.checkpoint() else {
                 continue;

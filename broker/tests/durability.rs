@@ -712,3 +712,38 @@ async fn a_restart_serves_a_large_backlog_through_the_window() {
     );
     broker.stop();
 }
+
+/// A paused persistent topic gives its channels nothing new, even channels
+/// reading their backlog from disk; unpausing releases what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_topic_releases_nothing_even_to_channels_reading_from_disk() {
+    let tb = common::start_broker(|c| c.mem_queue_size = 5).await;
+    tb.broker().channel("t", "c").await.unwrap();
+    let mut producer = tb.connect().await;
+    producer.mpub("t", common::bodies("before", 20)).await;
+    tb.broker().pause_topic("t", true).await.unwrap();
+    producer.mpub("t", common::bodies("paused", 10)).await;
+    assert_eq!(
+        tb.broker().existing_topic("t").unwrap().snapshot().depth,
+        10
+    );
+
+    let mut consumer = tb.consumer("t", "c", 100).await;
+    let mut got = Vec::new();
+    while let Some(msg) = consumer.try_read_message(Duration::from_millis(400)).await {
+        consumer.fin(&msg.id).await;
+        got.push(body_str(&msg));
+    }
+    assert_eq!(got.len(), 20, "only what came before the pause: {got:?}");
+    assert!(got.iter().all(|b| b.starts_with("before")), "{got:?}");
+
+    tb.broker().pause_topic("t", false).await.unwrap();
+    let after: Vec<String> = consumer
+        .read_messages(10)
+        .await
+        .iter()
+        .map(body_str)
+        .collect();
+    assert!(after.iter().all(|b| b.starts_with("paused")), "{after:?}");
+    tb.shutdown().await;
+}
