@@ -127,6 +127,12 @@ pub fn is_ephemeral(name: &str) -> bool {
     name.ends_with(EPHEMERAL_SUFFIX)
 }
 
+/// Topics the broker itself publishes to (`_triage.backpressure`, ...). They
+/// are always [`Tier::Memory`]: their events are about the present, and a
+/// subscriber that creates one before its first event must not give it a
+/// durable tier the broker would then refuse to publish into.
+pub const SYSTEM_TOPIC_PREFIX: &str = "_triage.";
+
 /// [`TierRule`]s compiled once, to pick tiers for many topics without
 /// recompiling globs. Build it with [`crate::BrokerConfig::tier_matcher`] (or
 /// [`TierMatcher::new`]) when the broker starts and keep it.
@@ -157,10 +163,11 @@ impl TierMatcher {
         })
     }
 
-    /// `#ephemeral` topics are always [`Tier::Memory`]; otherwise the tier of
-    /// the first rule whose pattern matches; otherwise the default tier.
+    /// `#ephemeral` topics and system topics ([`SYSTEM_TOPIC_PREFIX`]) are
+    /// always [`Tier::Memory`]; otherwise the tier of the first rule whose
+    /// pattern matches; otherwise the default tier.
     pub fn tier_for(&self, topic: &str) -> Tier {
-        if is_ephemeral(topic) {
+        if is_ephemeral(topic) || topic.starts_with(SYSTEM_TOPIC_PREFIX) {
             return Tier::Memory;
         }
         self.rules
@@ -253,6 +260,14 @@ mod tests {
         assert_eq!(matcher.tier_for("abc"), Tier::Delayed);
         assert_eq!(matcher.tier_for("abbc"), Tier::Persistent);
         assert_eq!(matcher.tier_for("x#ephemeral"), Tier::Memory);
+    }
+
+    #[test]
+    fn system_topics_are_always_memory() {
+        let matcher = TierMatcher::new(&[rule("*", Tier::Persistent)], Tier::Persistent).unwrap();
+        assert_eq!(matcher.tier_for("_triage.backpressure"), Tier::Memory);
+        assert_eq!(matcher.tier_for("_triage"), Tier::Persistent);
+        assert_eq!(matcher.tier_for("triage.backpressure"), Tier::Persistent);
     }
 
     #[test]

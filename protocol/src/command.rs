@@ -37,7 +37,16 @@ pub enum Command {
     Cls,
     /// `NOP\n`
     Nop,
+    /// `BACKPRESSURE <level>\n`, a triage extension NSQ clients never send:
+    /// the consumer says how loaded it is, 0 (normal) to
+    /// [`MAX_BACKPRESSURE_LEVEL`] (overloaded), and the broker holds back
+    /// lower-priority tiers from it accordingly. The decoder accepts only
+    /// valid levels; [`Command::encode`] writes whatever it is given.
+    Backpressure(u8),
 }
+
+/// The highest level `BACKPRESSURE` accepts: 0 normal, 1 degraded, 2 overloaded.
+pub const MAX_BACKPRESSURE_LEVEL: u8 = 2;
 
 impl Command {
     /// Appends the wire form of this command to `out` (client side).
@@ -103,6 +112,10 @@ impl Command {
             Command::Touch(id) => put_line(out, &[b"TOUCH", id.as_bytes()]),
             Command::Cls => out.put_slice(b"CLS\n"),
             Command::Nop => out.put_slice(b"NOP\n"),
+            Command::Backpressure(level) => put_line(
+                out,
+                &[b"BACKPRESSURE", decimal(u64::from(*level)).as_slice()],
+            ),
         }
     }
 
@@ -121,6 +134,7 @@ impl Command {
             Command::Touch(_) => "TOUCH",
             Command::Cls => "CLS",
             Command::Nop => "NOP",
+            Command::Backpressure(_) => "BACKPRESSURE",
         }
     }
 }
@@ -380,6 +394,7 @@ fn parse_line(line: &[u8]) -> Result<Line, ProtocolError> {
         }
         b"CLS" => Line::Complete(Command::Cls),
         b"NOP" => Line::Complete(Command::Nop),
+        b"BACKPRESSURE" => Line::Complete(Command::Backpressure(backpressure_level(&params)?)),
         _ => return Err(invalid(format!("invalid command {}", lossy(cmd)))),
     })
 }
@@ -417,6 +432,29 @@ impl<'a> Params<'a> {
             return Err(invalid(text));
         }
         Ok(())
+    }
+}
+
+/// `BACKPRESSURE`'s one parameter. Unlike nsqd's own commands, extra
+/// parameters are refused: the command is ours, so there is no client
+/// behaviour to stay compatible with, and strictness keeps room to extend it.
+fn backpressure_level(params: &Params<'_>) -> Result<u8, ProtocolError> {
+    match params.count {
+        1 => return Err(invalid("BACKPRESSURE missing level (0, 1 or 2)")),
+        2 => {}
+        _ => {
+            return Err(invalid(
+                "BACKPRESSURE takes exactly one parameter, the level (0, 1 or 2)",
+            ))
+        }
+    }
+    let raw = params.get(1);
+    match raw {
+        [digit @ b'0'..=b'2'] => Ok(digit - b'0'),
+        _ => Err(invalid(format!(
+            "BACKPRESSURE invalid level {} (want 0, 1 or 2)",
+            go_quote(raw)
+        ))),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`command`]: client → server commands; [`command::decode_command`] parses one
 //!   from a buffer ("need more bytes" is `Ok(None)`, never an error) and
 //!   [`Command::encode`] writes one (for clients, the worker and the bench tool).
+//!   Besides nsqd's commands it knows one triage extension, `BACKPRESSURE <level>`.
 //! - [`frame`]: server → client frames (response, error, message) both ways.
 //! - [`message`]: the message layout `[ts i64][attempts u16][id 16B][body]`.
 //! - [`identify`]: IDENTIFY's request and negotiated-response JSON.
@@ -29,7 +30,7 @@ pub mod identify;
 pub mod message;
 pub mod names;
 
-pub use command::{decode_command, Command};
+pub use command::{decode_command, Command, MAX_BACKPRESSURE_LEVEL};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{decode_frame, Frame, FrameType};
 pub use identify::{IdentifyRequest, IdentifyResponse};

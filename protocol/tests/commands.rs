@@ -88,6 +88,9 @@ fn every_command() -> Vec<Command> {
         Command::Touch(id(u64::MAX)),
         Command::Cls,
         Command::Nop,
+        Command::Backpressure(0),
+        Command::Backpressure(1),
+        Command::Backpressure(2),
     ]
 }
 
@@ -184,6 +187,8 @@ fn exact_wire_forms() {
         (Command::Touch(id(1)), b"TOUCH 0000000000000001\n".to_vec()),
         (Command::Cls, b"CLS\n".to_vec()),
         (Command::Nop, b"NOP\n".to_vec()),
+        (Command::Backpressure(0), b"BACKPRESSURE 0\n".to_vec()),
+        (Command::Backpressure(2), b"BACKPRESSURE 2\n".to_vec()),
     ];
     for (cmd, wire) in cases {
         assert_eq!(&encode(&cmd)[..], &wire[..], "{cmd:?}");
@@ -877,4 +882,66 @@ fn mpub_bodies_on_their_own() {
         ErrorCode::BadBody,
         "MPUB body size 14 has 5 bytes after its 1 messages",
     );
+}
+
+#[test]
+fn backpressure_levels() {
+    for level in 0..=triage_protocol::MAX_BACKPRESSURE_LEVEL {
+        let wire = format!("BACKPRESSURE {level}\n");
+        assert_eq!(
+            decode_all(wire.as_bytes()),
+            Ok(Some(Command::Backpressure(level)))
+        );
+        let wire = format!("BACKPRESSURE {level}\r\n");
+        assert_eq!(
+            decode_all(wire.as_bytes()),
+            Ok(Some(Command::Backpressure(level)))
+        );
+    }
+    assert_eq!(Command::Backpressure(1).name(), "BACKPRESSURE");
+}
+
+#[test]
+fn backpressure_refuses_anything_but_one_valid_level() {
+    assert_err(
+        b"BACKPRESSURE\n",
+        ErrorCode::Invalid,
+        "BACKPRESSURE missing level (0, 1 or 2)",
+    );
+    let extra = "BACKPRESSURE takes exactly one parameter, the level (0, 1 or 2)";
+    assert_err(b"BACKPRESSURE 1 2\n", ErrorCode::Invalid, extra);
+    assert_err(b"BACKPRESSURE 1 \n", ErrorCode::Invalid, extra);
+    assert_err(b"BACKPRESSURE  1\n", ErrorCode::Invalid, extra);
+    for (bad, shown) in [
+        (&b"3"[..], r#""3""#),
+        (b"", r#""""#),
+        (b"-1", r#""-1""#),
+        (b"01", r#""01""#),
+        (b"10", r#""10""#),
+        (b"one", r#""one""#),
+        (b"1\t", r#""1\t""#),
+        (b"\xff", r#""\xff""#),
+        (b"256", r#""256""#),
+    ] {
+        let wire = cat(&[b"BACKPRESSURE ", bad, b"\n"]);
+        assert_err(
+            &wire,
+            ErrorCode::Invalid,
+            &format!("BACKPRESSURE invalid level {shown} (want 0, 1 or 2)"),
+        );
+    }
+    // Only the exact upper-case name is the extension.
+    assert_err(
+        b"backpressure 1\n",
+        ErrorCode::Invalid,
+        "invalid command backpressure",
+    );
+}
+
+#[test]
+fn backpressure_errors_leave_the_buffer_alone() {
+    let wire = b"BACKPRESSURE 9\nNOP\n";
+    let mut buf = BytesMut::from(&wire[..]);
+    assert!(decode_command(&mut buf, &Limits::default()).is_err());
+    assert_eq!(&buf[..], &wire[..]);
 }

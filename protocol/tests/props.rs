@@ -57,6 +57,7 @@ fn command_like() -> impl Strategy<Value = Vec<u8>> {
         Just(&b"FIN "[..]),
         Just(&b"REQ 0000000000000001 "[..]),
         Just(&b"RDY "[..]),
+        Just(&b"BACKPRESSURE "[..]),
     ];
     (prefix, vec(any::<u8>(), 0..300)).prop_map(|(p, rest)| [p, &rest[..]].concat())
 }
@@ -120,6 +121,7 @@ fn command() -> impl Strategy<Value = Command> {
         id().prop_map(Command::Touch),
         Just(Command::Cls),
         Just(Command::Nop),
+        (0..=triage_protocol::MAX_BACKPRESSURE_LEVEL).prop_map(Command::Backpressure),
     ]
 }
 

@@ -6,6 +6,9 @@ mod commands;
 pub mod connection;
 pub mod session;
 
+/// The memory-tier topic on which every `BACKPRESSURE` level change is published.
+pub use commands::EVENTS_TOPIC as BACKPRESSURE_EVENTS_TOPIC;
+
 use std::sync::Arc;
 
 use tokio::net::TcpListener;

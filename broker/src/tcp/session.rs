@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::BufMut;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
+use triage_config::Tier;
 use triage_protocol::{decode_command, frame, Limits, Message, ProtocolError, MAGIC_V2};
 
 use super::commands;
@@ -80,6 +81,11 @@ pub struct Session {
     pub state: ClientState,
     pub settings: Settings,
     pub channel: Option<Arc<Channel>>,
+    /// The tier of `channel`'s topic, kept so delivery can apply the
+    /// BACKPRESSURE level without a registry lookup per pass.
+    pub channel_tier: Option<Tier>,
+    /// Set by `BACKPRESSURE` (0 normal, 1 degraded, 2 overloaded).
+    pub backpressure: u8,
     pub rdy: u64,
     pub limits: Limits,
     /// Set when IDENTIFY changed the heartbeat interval, so the ticker is rebuilt.
@@ -115,6 +121,8 @@ impl Session {
             state: ClientState::Init,
             settings,
             channel: None,
+            channel_tier: None,
+            backpressure: 0,
             rdy: 0,
             limits,
             heartbeat_changed: false,
@@ -144,6 +152,16 @@ impl Session {
         }
         let _ = self.conn.flush(Duration::from_secs(1)).await;
         self.conn.shutdown().await;
+        if self.backpressure > 0 {
+            // Listeners must not believe a worker that is gone is still degraded.
+            commands::publish_backpressure_event(
+                &self.broker,
+                &self.info,
+                self.channel.as_deref(),
+                0,
+            )
+            .await;
+        }
         if let Some(channel) = self.channel.take() {
             let remaining = channel.remove_consumer(self.info.id);
             self.broker.consumer_left(&channel, remaining);
@@ -214,7 +232,11 @@ impl Session {
                 available.enable();
             }
             let delivery = match &channel {
-                Some(channel) if self.state == ClientState::Subscribed => self.deliver(channel),
+                Some(channel) if self.state == ClientState::Subscribed && self.tier_flows() => {
+                    self.deliver(channel)
+                }
+                // Held back by BACKPRESSURE: idle until a command (a lower
+                // level) comes in; the loop then runs delivery again.
                 _ => Delivery::Idle,
             };
             if self.conn.has_output() {
@@ -282,6 +304,13 @@ impl Session {
                 frame::encode_error(&err, &mut self.conn.output);
             }
         }
+    }
+
+    /// Whether the BACKPRESSURE level lets this session's channel deliver. A
+    /// channel whose tier is unknown (its topic is being deleted) is not held back.
+    fn tier_flows(&self) -> bool {
+        self.channel_tier
+            .is_none_or(|tier| commands::tier_flows(self.backpressure, tier))
     }
 
     /// Sends what the channel has, within RDY, into the output buffer.

@@ -3,6 +3,7 @@
 //! NSQ code nsqd would send; the session closes on fatal ones.
 
 mod auth;
+mod backpressure;
 mod cls;
 mod fin;
 mod identify;
@@ -14,6 +15,8 @@ mod sub;
 mod touch;
 
 use triage_protocol::{frame, Command, ErrorCode, ProtocolError};
+
+pub use backpressure::{publish_event as publish_backpressure_event, tier_flows, EVENTS_TOPIC};
 
 use super::session::{ClientState, Session};
 
@@ -35,6 +38,7 @@ pub async fn execute(session: &mut Session, command: Command) -> Result<(), Prot
         Command::Touch(id) => touch::apply(session, &id),
         Command::Cls => cls::apply(session),
         Command::Nop => nop::apply(session),
+        Command::Backpressure(level) => backpressure::apply(session, level).await,
     }
 }
 
