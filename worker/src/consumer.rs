@@ -1,0 +1,785 @@
+//! The consumer: one TCP connection per (topic, channel) subscription, a
+//! handler task per message bounded by a shared semaphore, and one controller
+//! task that turns the latency window into a degrade level.
+//!
+//! Data flow: a connection task reads frames and hands each message to a
+//! handler task; the handler's outcome comes back to the connection task over
+//! a channel, which sends FIN or REQ and records the latency sample. The
+//! controller task reads the samples every `evaluate_every`; when the level
+//! changes it publishes it on a `watch`, and every connection task sends
+//! `BACKPRESSURE <level>` and its shrunk RDY.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use triage_protocol::frame::parse_error_text;
+use triage_protocol::{
+    decode_frame, Command, Frame, IdentifyRequest, IdentifyResponse, Message, MessageId, MAGIC_V2,
+};
+
+use crate::degrade::{DegradeConfig, DegradeController, Level};
+use crate::error::{ConfigError, ConsumerError, HandlerError};
+use crate::latency::{LatencyMonitor, LatencySignal, LatencySnapshot, LatencyWindow, Sample};
+
+/// A message and where it came from, as a handler receives it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub topic: Arc<str>,
+    pub channel: Arc<str>,
+    pub message: Message,
+}
+
+/// Handles one message. `Ok` finishes it (FIN); `Err` requeues it (REQ) with
+/// exponential backoff by attempt. Implemented for every
+/// `Fn(Delivery) -> impl Future<Output = Result<(), HandlerError>>`.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send,
+{
+    fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        self(delivery)
+    }
+}
+
+/// REQ delay for a failed message: `base * 2^(attempts - 1)`, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after the `attempts`-th delivery failed (attempts start at 1).
+    pub fn delay(&self, attempts: u16) -> Duration {
+        let doublings = u32::from(attempts.saturating_sub(1)).min(31);
+        self.base.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// The RDY a subscription of `max_in_flight` asks for at `level`: all of it
+/// when normal, half when degraded, a quarter when overloaded, never below 1
+/// (RDY 0 would also stop the urgent messages the broker still sends).
+pub fn rdy_for(max_in_flight: u64, level: Level) -> u64 {
+    let divisor = match level {
+        Level::Normal => 1,
+        Level::Degraded => 2,
+        Level::Overloaded => 4,
+    };
+    max_in_flight.div_ceil(divisor).max(1)
+}
+
+/// Everything a [`Consumer`] needs; [`ConsumerConfig::default`] is the one place defaults live.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The broker's TCP address, `host:port`.
+    pub address: String,
+    pub client_id: String,
+    pub hostname: String,
+    pub user_agent: String,
+    /// Handlers running at once, across every subscription.
+    pub concurrency: usize,
+    /// `None` keeps the broker's default.
+    pub heartbeat_interval: Option<Duration>,
+    /// `None` keeps the broker's default.
+    pub msg_timeout: Option<Duration>,
+    /// A message handled for longer than this is TOUCHed at least this often.
+    /// `None`: half the negotiated `msg_timeout`.
+    pub touch_every: Option<Duration>,
+    pub backoff: Backoff,
+    /// Largest frame accepted from the broker (the broker's max message size plus headers).
+    pub max_frame_size: u32,
+    pub connect_timeout: Duration,
+    /// A broker that stops reading for this long is given up on.
+    pub write_timeout: Duration,
+    /// How long [`Consumer::shutdown`] waits for in-flight handlers.
+    pub shutdown_timeout: Duration,
+    pub latency_window: LatencyWindow,
+    pub latency_signal: LatencySignal,
+    pub degrade: DegradeConfig,
+    /// How often the controller reads the latency window.
+    pub evaluate_every: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            address: "127.0.0.1:4150".to_owned(),
+            client_id: "triage-worker".to_owned(),
+            hostname: "localhost".to_owned(),
+            user_agent: concat!("triage-worker/", env!("CARGO_PKG_VERSION")).to_owned(),
+            concurrency: 16,
+            heartbeat_interval: None,
+            msg_timeout: None,
+            touch_every: None,
+            backoff: Backoff::default(),
+            max_frame_size: 4 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            latency_window: LatencyWindow::default(),
+            latency_signal: LatencySignal::default(),
+            degrade: DegradeConfig::default(),
+            evaluate_every: Duration::from_millis(100),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// # Errors
+    /// [`ConfigError`] naming the first key whose value cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrency == 0 {
+            return Err(ConfigError::new("concurrency", "must be at least 1"));
+        }
+        if self.evaluate_every.is_zero() {
+            return Err(ConfigError::new("evaluate_every", "must be above zero"));
+        }
+        if self.touch_every.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::new("touch_every", "must be above zero"));
+        }
+        if self.max_frame_size < 64 {
+            return Err(ConfigError::new(
+                "max_frame_size",
+                "must be at least 64 bytes",
+            ));
+        }
+        self.degrade.validate()
+    }
+}
+
+/// State shared by the consumer handle, its connection tasks and its controller task.
+#[derive(Debug)]
+struct Shared {
+    config: ConsumerConfig,
+    /// std Mutex: a push or one p99 over at most `max_samples` values; never held across `.await`.
+    monitor: Mutex<LatencyMonitor>,
+    /// std Mutex: written by the controller task only, read for [`Consumer::transitions`].
+    controller: Mutex<DegradeController>,
+    /// The current level; every connection task watches it.
+    level: watch::Sender<Level>,
+    /// Bounds handlers running at once across every subscription.
+    concurrency: Arc<Semaphore>,
+    /// Stop taking messages, finish those in flight, close.
+    drain: CancellationToken,
+    /// Stop at once (the broker requeues whatever was in flight).
+    abort: CancellationToken,
+    /// Connection, handler and controller tasks, so shutdown can wait for them.
+    tracker: TaskTracker,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning needs a panic inside a few arithmetic or collection operations; the data stays valid.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Feeds the controller the current p99 and publishes a new level, if any.
+    fn evaluate(&self, now: std::time::Instant) {
+        let snapshot = lock(&self.monitor).snapshot(now);
+        let p99 = snapshot.signal(self.config.latency_signal);
+        let transition = lock(&self.controller).observe(now, p99);
+        if let Some(transition) = transition {
+            tracing::info!(
+                from = transition.from.as_u8(),
+                to = transition.to.as_u8(),
+                p99_ms = p99.as_millis() as u64,
+                "degrade level changed"
+            );
+            self.level.send_replace(transition.to);
+        }
+    }
+}
+
+/// A consumer of one or more topic/channel pairs with one handler.
+///
+/// Dropping it closes every connection at once; [`Consumer::shutdown`] closes gracefully.
+#[derive(Debug)]
+pub struct Consumer<H> {
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+}
+
+impl<H: Handler> Consumer<H> {
+    /// Starts the controller task; must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Config`] when `config` does not validate.
+    pub fn new(config: ConsumerConfig, handler: H) -> Result<Self, ConsumerError> {
+        config.validate()?;
+        let shared = Arc::new(Shared {
+            monitor: Mutex::new(LatencyMonitor::new(config.latency_window)),
+            controller: Mutex::new(DegradeController::new(config.degrade)),
+            level: watch::Sender::new(Level::Normal),
+            concurrency: Arc::new(Semaphore::new(config.concurrency)),
+            drain: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            config,
+        });
+        shared.tracker.spawn(run_controller(shared.clone()));
+        Ok(Consumer {
+            shared,
+            handler: Arc::new(handler),
+        })
+    }
+
+    /// Connects, subscribes to `topic`/`channel` and starts consuming with
+    /// RDY up to `max_in_flight` (less while degraded).
+    ///
+    /// # Errors
+    /// When the connection or handshake fails, or the broker refuses IDENTIFY or SUB.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        channel: &str,
+        max_in_flight: u64,
+    ) -> Result<(), ConsumerError> {
+        if self.shared.drain.is_cancelled() {
+            return Err(ConsumerError::ShuttingDown);
+        }
+        if max_in_flight == 0 {
+            return Err(ConfigError::new("max_in_flight", "must be at least 1").into());
+        }
+        let connection = Connection::open(
+            self.shared.clone(),
+            self.handler.clone(),
+            topic,
+            channel,
+            max_in_flight,
+        )
+        .await?;
+        self.shared.tracker.spawn(async move {
+            let (topic, channel) = (connection.topic.clone(), connection.channel.clone());
+            match connection.run().await {
+                Ok(()) => tracing::debug!(%topic, %channel, "connection closed"),
+                Err(e) => tracing::error!(%topic, %channel, error = %e, "connection lost"),
+            }
+        });
+        Ok(())
+    }
+
+    pub fn level(&self) -> Level {
+        *self.shared.level.borrow()
+    }
+
+    /// Follows level changes.
+    pub fn watch_level(&self) -> watch::Receiver<Level> {
+        self.shared.level.subscribe()
+    }
+
+    /// The latency window's p99s now.
+    pub fn latency(&self) -> LatencySnapshot {
+        lock(&self.shared.monitor).snapshot(std::time::Instant::now())
+    }
+
+    /// Level changes so far.
+    pub fn transitions(&self) -> u64 {
+        lock(&self.shared.controller).transitions()
+    }
+
+    /// Graceful shutdown: RDY 0 on every connection, let in-flight handlers
+    /// finish and FIN or REQ, then CLS and close.
+    ///
+    /// # Errors
+    /// [`ConsumerError::TimedOut`] when handlers are still running after
+    /// `shutdown_timeout`; the connections are then closed at once and the
+    /// broker requeues what they had in flight.
+    pub async fn shutdown(self) -> Result<(), ConsumerError> {
+        self.shared.drain.cancel();
+        self.shared.tracker.close();
+        let waited = tokio::time::timeout(
+            self.shared.config.shutdown_timeout,
+            self.shared.tracker.wait(),
+        )
+        .await;
+        if waited.is_err() {
+            self.shared.abort.cancel();
+            return Err(ConsumerError::TimedOut("in-flight messages to finish"));
+        }
+        Ok(())
+    }
+}
+
+impl<H> Drop for Consumer<H> {
+    fn drop(&mut self) {
+        // After a completed shutdown there is nothing left to stop.
+        self.shared.drain.cancel();
+        self.shared.abort.cancel();
+    }
+}
+
+async fn run_controller(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.config.evaluate_every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.drain.cancelled() => return,
+            _ = tick.tick() => shared.evaluate(std::time::Instant::now()),
+        }
+    }
+}
+
+/// A handler's outcome, sent back to its connection task.
+#[derive(Debug)]
+struct Done {
+    id: MessageId,
+    attempts: u16,
+    error: Option<String>,
+    /// `None` when the handler never finished (it panicked): no latency sample.
+    handling: Option<Duration>,
+    age: Duration,
+}
+
+/// Reports a handler's outcome, or its failure if the task unwinds first, so
+/// a panicking handler leaves no message in flight forever.
+struct DoneGuard {
+    tx: mpsc::Sender<Done>,
+    done: Option<Done>,
+}
+
+impl DoneGuard {
+    async fn finish(mut self, result: Result<(), HandlerError>, handling: Duration) {
+        if let Some(mut done) = self.done.take() {
+            done.error = result.err().map(|e| e.to_string());
+            done.handling = Some(handling);
+            // Fails only if the connection is gone; the broker requeues the message then.
+            let _ = self.tx.send(done).await;
+        }
+    }
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            // The channel holds one slot per message in flight, so this cannot be full.
+            let _ = self.tx.try_send(done);
+        }
+    }
+}
+
+/// One socket: the bytes in and out, and the frame-level helpers.
+#[derive(Debug)]
+struct Wire {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    input: BytesMut,
+    output: BytesMut,
+    max_frame_size: u32,
+    write_timeout: Duration,
+}
+
+impl Wire {
+    fn queue(&mut self, command: &Command) {
+        command.encode(&mut self.output);
+    }
+
+    async fn flush(&mut self) -> Result<(), ConsumerError> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(self.write_timeout, self.writer.write_all(&self.output))
+            .await
+            .map_err(|_| ConsumerError::TimedOut("the broker to read"))??;
+        self.output.clear();
+        Ok(())
+    }
+
+    /// Reads once; cancel-safe (a single `read_buf`).
+    async fn read_more(&mut self) -> Result<(), ConsumerError> {
+        self.input.reserve(16 * 1024);
+        if self.reader.read_buf(&mut self.input).await? == 0 {
+            return Err(ConsumerError::Closed);
+        }
+        Ok(())
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, ConsumerError> {
+        Ok(decode_frame(&mut self.input, self.max_frame_size)?)
+    }
+
+    /// Sends `command` and returns the response to it, answering heartbeats meanwhile.
+    async fn request(
+        &mut self,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<Bytes, ConsumerError> {
+        let name = command.name();
+        self.queue(command);
+        self.flush().await?;
+        loop {
+            while let Some(frame) = self.next_frame()? {
+                match frame {
+                    Frame::Response(data) if data == triage_protocol::HEARTBEAT => {
+                        self.queue(&Command::Nop);
+                        self.flush().await?;
+                    }
+                    Frame::Response(data) => return Ok(data),
+                    Frame::Error(data) => return Err(refused(name, &data)),
+                    Frame::Message(_) => {
+                        return Err(ConsumerError::Unexpected {
+                            command: name,
+                            reply: "a message".to_owned(),
+                        })
+                    }
+                }
+            }
+            tokio::time::timeout_at(deadline, self.read_more())
+                .await
+                .map_err(|_| ConsumerError::TimedOut(name))??;
+        }
+    }
+
+    /// [`Wire::request`] for commands whose only good answer is `OK`.
+    async fn request_ok(
+        &mut self,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<(), ConsumerError> {
+        let reply = self.request(command, deadline).await?;
+        if reply != triage_protocol::OK {
+            return Err(ConsumerError::Unexpected {
+                command: command.name(),
+                reply: String::from_utf8_lossy(&reply).into_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn refused(command: &'static str, data: &[u8]) -> ConsumerError {
+    ConsumerError::Refused {
+        command,
+        code: parse_error_text(data).map(|(code, _)| code),
+        text: String::from_utf8_lossy(data).into_owned(),
+    }
+}
+
+/// One subscription's connection task.
+#[derive(Debug)]
+struct Connection<H> {
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    topic: Arc<str>,
+    channel: Arc<str>,
+    wire: Wire,
+    max_in_flight: u64,
+    /// Messages handed to handlers and not yet FINed or REQed, with when each
+    /// was last touched. Bounded by `max_in_flight`: the broker never has more out.
+    in_flight: HashMap<MessageId, Instant>,
+    /// One slot per message that can be in flight, so a handler never waits
+    /// to report and [`DoneGuard`]'s `try_send` never finds it full.
+    done_tx: mpsc::Sender<Done>,
+    done_rx: mpsc::Receiver<Done>,
+    level: watch::Receiver<Level>,
+    touch_every: Duration,
+}
+
+impl<H: Handler> Connection<H> {
+    async fn open(
+        shared: Arc<Shared>,
+        handler: Arc<H>,
+        topic: &str,
+        channel: &str,
+        max_in_flight: u64,
+    ) -> Result<Self, ConsumerError> {
+        let config = &shared.config;
+        let deadline = Instant::now() + config.connect_timeout;
+        let connect_failed = |source| ConsumerError::Connect {
+            address: config.address.clone(),
+            source,
+        };
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&config.address))
+            .await
+            .map_err(|_| connect_failed(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(connect_failed)?;
+        // FIN, REQ and TOUCH are tiny and must not wait for Nagle.
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream.into_split();
+        let mut wire = Wire {
+            reader,
+            writer,
+            input: BytesMut::with_capacity(16 * 1024),
+            output: BytesMut::new(),
+            max_frame_size: config.max_frame_size,
+            write_timeout: config.write_timeout,
+        };
+        wire.output.extend_from_slice(&MAGIC_V2);
+        let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as i64);
+        let identify = Command::Identify(IdentifyRequest {
+            client_id: config.client_id.clone(),
+            hostname: config.hostname.clone(),
+            user_agent: config.user_agent.clone(),
+            feature_negotiation: true,
+            heartbeat_interval: ms(config.heartbeat_interval),
+            msg_timeout: ms(config.msg_timeout),
+            ..IdentifyRequest::default()
+        });
+        let reply = wire.request(&identify, deadline).await?;
+        let msg_timeout = match serde_json::from_slice::<IdentifyResponse>(&reply) {
+            Ok(negotiated) => Duration::from_millis(negotiated.msg_timeout),
+            // A broker without feature negotiation answers OK and keeps nsqd's default.
+            Err(_) if reply == triage_protocol::OK => Duration::from_secs(60),
+            Err(e) => {
+                return Err(ConsumerError::Unexpected {
+                    command: "IDENTIFY",
+                    reply: e.to_string(),
+                })
+            }
+        };
+        let sub = Command::Sub {
+            topic: topic.to_owned(),
+            channel: channel.to_owned(),
+        };
+        wire.request_ok(&sub, deadline).await?;
+        let mut level = shared.level.subscribe();
+        let current = *level.borrow_and_update();
+        if current != Level::Normal {
+            wire.request_ok(&Command::Backpressure(current.as_u8()), deadline)
+                .await?;
+        }
+        wire.queue(&Command::Rdy(rdy_for(max_in_flight, current)));
+        wire.flush().await?;
+        let touch_every = config
+            .touch_every
+            .unwrap_or(msg_timeout / 2)
+            .max(Duration::from_millis(1));
+        let slots = usize::try_from(max_in_flight)
+            .unwrap_or(usize::MAX)
+            .clamp(1, 1 << 16);
+        let (done_tx, done_rx) = mpsc::channel(slots);
+        tracing::info!(topic, channel, max_in_flight, "subscribed");
+        Ok(Connection {
+            handler,
+            topic: topic.into(),
+            channel: channel.into(),
+            wire,
+            max_in_flight,
+            in_flight: HashMap::new(),
+            done_tx,
+            done_rx,
+            level,
+            touch_every,
+            shared,
+        })
+    }
+
+    async fn run(mut self) -> Result<(), ConsumerError> {
+        // Ticking at half the interval keeps the gap between TOUCHes within `touch_every`.
+        let mut touch = tokio::time::interval(self.touch_every / 2);
+        touch.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shared = self.shared.clone();
+        let mut draining = false;
+        loop {
+            if draining && self.in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = shared.abort.cancelled() => return Ok(()),
+                _ = shared.drain.cancelled(), if !draining => {
+                    draining = true;
+                    self.wire.queue(&Command::Rdy(0));
+                }
+                read = self.wire.read_more() => {
+                    read?;
+                    self.on_frames(draining)?;
+                }
+                Some(done) = self.done_rx.recv() => self.on_done(done),
+                // Cannot fail: the sender lives in `shared`, which this task holds.
+                Ok(()) = self.level.changed(), if !draining => {
+                    let level = *self.level.borrow_and_update();
+                    self.wire.queue(&Command::Backpressure(level.as_u8()));
+                    self.wire.queue(&Command::Rdy(rdy_for(self.max_in_flight, level)));
+                }
+                _ = touch.tick() => self.touch_overdue(),
+            }
+            self.wire.flush().await?;
+        }
+        self.close().await
+    }
+
+    /// CLS, then wait briefly for `CLOSE_WAIT` so the broker knows we left on purpose.
+    async fn close(mut self) -> Result<(), ConsumerError> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        match self.wire.request(&Command::Cls, deadline).await {
+            Ok(reply) if reply == triage_protocol::CLOSE_WAIT => {}
+            Ok(reply) => tracing::debug!(reply = ?reply, "unexpected reply to CLS"),
+            Err(e) => tracing::debug!(error = %e, "no CLOSE_WAIT"),
+        }
+        let _ = self.wire.writer.shutdown().await;
+        Ok(())
+    }
+
+    fn on_frames(&mut self, draining: bool) -> Result<(), ConsumerError> {
+        while let Some(frame) = self.wire.next_frame()? {
+            match frame {
+                Frame::Response(data) if data == triage_protocol::HEARTBEAT => {
+                    self.wire.queue(&Command::Nop);
+                }
+                // OK to BACKPRESSURE; nothing else we send mid-stream has a reply.
+                Frame::Response(_) => {}
+                Frame::Error(data) => {
+                    let error = refused("a command", &data);
+                    match parse_error_text(&data) {
+                        Some((code, _)) if !code.is_fatal() => {
+                            tracing::warn!(error = %error, "broker refused a command")
+                        }
+                        _ => return Err(error),
+                    }
+                }
+                // Sent before our RDY 0 arrived: give it straight back.
+                Frame::Message(msg) if draining => self.wire.queue(&Command::Req {
+                    id: msg.id,
+                    timeout_ms: 0,
+                }),
+                Frame::Message(msg) => self.start(msg),
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, message: Message) {
+        let age = Duration::from_nanos(
+            u64::try_from(unix_nanos().saturating_sub(message.timestamp_ns)).unwrap_or(0),
+        );
+        self.in_flight.insert(message.id, Instant::now());
+        let guard = DoneGuard {
+            tx: self.done_tx.clone(),
+            done: Some(Done {
+                id: message.id,
+                attempts: message.attempts,
+                error: Some("handler panicked".to_owned()),
+                handling: None,
+                age,
+            }),
+        };
+        let delivery = Delivery {
+            topic: self.topic.clone(),
+            channel: self.channel.clone(),
+            message,
+        };
+        let handler = self.handler.clone();
+        let concurrency = self.shared.concurrency.clone();
+        self.shared.tracker.spawn(async move {
+            // The semaphore is never closed, so this always gets a permit.
+            let _permit = concurrency.acquire_owned().await;
+            let started = Instant::now();
+            let result = handler.handle(delivery).await;
+            guard.finish(result, started.elapsed()).await;
+        });
+    }
+
+    fn on_done(&mut self, done: Done) {
+        if self.in_flight.remove(&done.id).is_none() {
+            return;
+        }
+        match &done.error {
+            None => self.wire.queue(&Command::Fin(done.id)),
+            Some(error) => {
+                let delay = self.shared.config.backoff.delay(done.attempts);
+                tracing::warn!(
+                    topic = %self.topic,
+                    attempts = done.attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %error,
+                    "handler failed; requeueing"
+                );
+                self.wire.queue(&Command::Req {
+                    id: done.id,
+                    timeout_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                });
+            }
+        }
+        if let Some(handling) = done.handling {
+            lock(&self.shared.monitor).record(Sample {
+                at: std::time::Instant::now(),
+                handling,
+                age: done.age,
+            });
+        }
+    }
+
+    fn touch_overdue(&mut self) {
+        let now = Instant::now();
+        let due = self.touch_every / 2;
+        for (id, last) in &mut self.in_flight {
+            if now.duration_since(*last) >= due {
+                *last = now;
+                Command::Touch(*id).encode(&mut self.wire.output);
+            }
+        }
+    }
+}
+
+fn unix_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_max() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let delays: Vec<u64> = (0..=6)
+            .map(|a| backoff.delay(a).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [100, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff.delay(u16::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn rdy_shrinks_with_the_level_but_never_to_zero() {
+        assert_eq!(rdy_for(100, Level::Normal), 100);
+        assert_eq!(rdy_for(100, Level::Degraded), 50);
+        assert_eq!(rdy_for(100, Level::Overloaded), 25);
+        assert_eq!(rdy_for(5, Level::Degraded), 3);
+        assert_eq!(rdy_for(1, Level::Overloaded), 1);
+    }
+
+    #[test]
+    fn config_validation_names_the_key() {
+        ConsumerConfig::default().validate().unwrap();
+        let bad = ConsumerConfig {
+            concurrency: 0,
+            ..ConsumerConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "concurrency");
+        let bad = ConsumerConfig {
+            touch_every: Some(Duration::ZERO),
+            ..ConsumerConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "touch_every");
+    }
+}

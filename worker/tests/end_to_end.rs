@@ -1,0 +1,265 @@
+//! The worker library against a real triage broker started in-process: a
+//! slow handler drives the controller to degraded and the broker publishes
+//! the worker's BACKPRESSURE on `_triage.backpressure`; failures are retried
+//! with backoff; shutdown finishes in-flight work.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use triage_broker::tcp::BACKPRESSURE_EVENTS_TOPIC;
+use triage_broker::Server;
+use triage_config::BrokerConfig;
+use triage_worker::{
+    Backoff, Consumer, ConsumerConfig, DegradeConfig, Delivery, HandlerError, LatencyWindow, Level,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct TestBroker {
+    server: Server,
+    _data: tempfile::TempDir,
+}
+
+async fn start_broker() -> TestBroker {
+    let data = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        tcp_address: "127.0.0.1:0".parse().unwrap(),
+        http_address: "127.0.0.1:0".parse().unwrap(),
+        data_path: data.path().to_path_buf(),
+        ..BrokerConfig::default()
+    };
+    let server = Server::start(config).await.unwrap();
+    TestBroker {
+        server,
+        _data: data,
+    }
+}
+
+impl TestBroker {
+    fn config(&self, client_id: &str) -> ConsumerConfig {
+        ConsumerConfig {
+            address: self.server.tcp_addr.to_string(),
+            client_id: client_id.to_owned(),
+            hostname: "test-host".to_owned(),
+            ..ConsumerConfig::default()
+        }
+    }
+
+    async fn publish(&self, topic: &str, bodies: impl IntoIterator<Item = String>) {
+        let bodies: Vec<Bytes> = bodies.into_iter().map(Bytes::from).collect();
+        self.server
+            .broker
+            .publish(topic, bodies, None)
+            .await
+            .unwrap();
+    }
+}
+
+fn bodies(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// A consumer of `_triage.backpressure` that forwards each event.
+async fn event_listener(
+    tb: &TestBroker,
+) -> (
+    Consumer<impl triage_worker::Handler>,
+    mpsc::UnboundedReceiver<Value>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = move |delivery: Delivery| {
+        let tx = tx.clone();
+        async move {
+            let event: Value = serde_json::from_slice(&delivery.message.body)?;
+            let _ = tx.send(event);
+            Ok::<(), HandlerError>(())
+        }
+    };
+    let listener = Consumer::new(tb.config("listener"), handler).unwrap();
+    listener
+        .subscribe(BACKPRESSURE_EVENTS_TOPIC, "watch", 10)
+        .await
+        .unwrap();
+    (listener, rx)
+}
+
+async fn next_event(rx: &mut mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("a backpressure event within 5 s")
+        .unwrap()
+}
+
+async fn wait_for_level(consumer: &Consumer<impl triage_worker::Handler>, level: Level) {
+    let mut watch = consumer.watch_level();
+    tokio::time::timeout(WAIT, watch.wait_for(|l| *l == level))
+        .await
+        .unwrap_or_else(|_| panic!("level {level:?} within 5 s"))
+        .unwrap();
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_degrades_the_worker_and_the_broker_hears_of_it() {
+    let tb = start_broker().await;
+    let (listener, mut events) = event_listener(&tb).await;
+
+    let delay_ms = Arc::new(AtomicU64::new(200));
+    let handled = Arc::new(Mutex::new(HashSet::new()));
+    let handler = {
+        let (delay_ms, handled) = (delay_ms.clone(), handled.clone());
+        move |delivery: Delivery| {
+            let (delay_ms, handled) = (delay_ms.clone(), handled.clone());
+            async move {
+                let delay = Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+                tokio::time::sleep(delay).await;
+                let body = String::from_utf8(delivery.message.body.to_vec())?;
+                handled.lock().unwrap().insert(body);
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let config = ConsumerConfig {
+        concurrency: 4,
+        evaluate_every: Duration::from_millis(20),
+        latency_window: LatencyWindow {
+            max_samples: 100,
+            // Short, so slow samples age out once the handler is fast again.
+            max_age: Some(Duration::from_millis(500)),
+        },
+        degrade: DegradeConfig {
+            threshold: Duration::from_millis(100),
+            overload_threshold: Duration::from_secs(10),
+            recover_below: Duration::from_millis(50),
+            hold: Duration::from_millis(300),
+        },
+        ..tb.config("e2e-worker")
+    };
+    let worker = Consumer::new(config, handler).unwrap();
+    worker.subscribe("tickets", "work", 4).await.unwrap();
+
+    tb.publish("tickets", bodies("slow", 6)).await;
+    wait_for_level(&worker, Level::Degraded).await;
+    let event = next_event(&mut events).await;
+    assert_eq!(event["level"], 1, "{event}");
+    assert_eq!(event["client_id"], "e2e-worker");
+    assert_eq!(event["hostname"], "test-host");
+    assert_eq!(event["topic"], "tickets");
+    assert_eq!(event["channel"], "work");
+
+    // Fast again: back to normal after the window empties and `hold` passes.
+    delay_ms.store(0, Ordering::Relaxed);
+    tb.publish("tickets", bodies("fast", 20)).await;
+    wait_for_level(&worker, Level::Normal).await;
+    let event = next_event(&mut events).await;
+    assert_eq!(event["level"], 0, "{event}");
+    assert_eq!(worker.transitions(), 2);
+
+    // Degraded (level 1) still takes persistent-tier work: nothing was held back or lost.
+    wait_until("every message is handled", || {
+        handled.lock().unwrap().len() == 26
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    listener.shutdown().await.unwrap();
+    let channel = tb
+        .server
+        .broker
+        .existing_channel("tickets", "work")
+        .unwrap()
+        .snapshot();
+    assert_eq!((channel.depth, channel.in_flight), (0, 0));
+    tb.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_requeued_with_backoff_and_retried() {
+    let tb = start_broker().await;
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let attempts = attempts.clone();
+        move |delivery: Delivery| {
+            let attempts = attempts.clone();
+            async move {
+                let n = delivery.message.attempts;
+                attempts.lock().unwrap().push(n);
+                if n < 3 {
+                    return Err::<(), HandlerError>(format!("attempt {n} fails").into());
+                }
+                Ok(())
+            }
+        }
+    };
+    let config = ConsumerConfig {
+        backoff: Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_secs(1),
+        },
+        ..tb.config("retrier")
+    };
+    let worker = Consumer::new(config, handler).unwrap();
+    worker.subscribe("jobs", "retry", 1).await.unwrap();
+    tb.publish("jobs", ["flaky".to_owned()]).await;
+    wait_until("the third attempt succeeds", || {
+        attempts.lock().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
+    worker.shutdown().await.unwrap();
+    tb.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_work_then_closes() {
+    let tb = start_broker().await;
+    let started = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicU64::new(0));
+    let handler = {
+        let (started, finished) = (started.clone(), finished.clone());
+        move |_delivery: Delivery| {
+            let (started, finished) = (started.clone(), finished.clone());
+            async move {
+                started.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                finished.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let worker = Consumer::new(tb.config("drainer"), handler).unwrap();
+    worker.subscribe("orders", "ship", 3).await.unwrap();
+    tb.publish("orders", bodies("order", 3)).await;
+    wait_until("three handlers run", || {
+        started.load(Ordering::Relaxed) == 3
+    })
+    .await;
+    worker.shutdown().await.unwrap();
+    assert_eq!(finished.load(Ordering::Relaxed), 3);
+    let channel = tb.server.broker.existing_channel("orders", "ship").unwrap();
+    // The broker sees the close a moment after the worker returns.
+    wait_until("the broker sees the worker leave", || {
+        channel.snapshot().clients.is_empty()
+    })
+    .await;
+    // Every message was FINed before the connection closed: none requeued.
+    let snapshot = channel.snapshot();
+    assert_eq!((snapshot.depth, snapshot.in_flight), (0, 0));
+    tb.server.shutdown().await;
+}
