@@ -89,20 +89,26 @@ impl Backlog {
         true
     }
 
-    /// A deferred message (DPUB): its due time lives only in memory, so it
-    /// goes into memory whatever the window, and a refill that meets it on
-    /// disk skips it.
-    pub fn admit_deferred(&mut self, seq: u64) -> bool {
+    /// A message that must go into memory whatever the window: a deferred
+    /// one (DPUB; its due time lives only in memory), one restored at start,
+    /// or a memory-tier message that was never written. A refill that meets
+    /// it on disk skips it.
+    pub fn admit_in_memory(&mut self, seq: u64) -> bool {
         if seq < self.cursor {
             return false;
         }
-        if seq == self.cursor && !self.behind {
-            self.cursor = seq + 1;
-        } else {
+        if self.behind {
             self.finished_on_disk.insert(seq);
+        } else {
+            // Not behind: nothing released below `seq` is left unread.
+            self.cursor = seq + 1;
         }
         self.outstanding.insert(seq);
         true
+    }
+
+    pub fn is_behind(&self) -> bool {
+        self.behind
     }
 
     /// Whether the on-disk backlog should be read now: refill at half a window.
@@ -310,7 +316,7 @@ mod tests {
     fn a_deferred_message_goes_into_memory_and_is_skipped_on_disk() {
         let released = Arc::new(AtomicU64::new(3));
         let mut backlog = Backlog::on_disk_from(0, HashSet::new(), released);
-        assert!(backlog.admit_deferred(2));
+        assert!(backlog.admit_in_memory(2));
         assert_eq!(backlog.low_watermark(), 0);
         let plan = backlog.refill_plan(1, 10).unwrap();
         let seqs: Vec<_> = backlog

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use triage_config::{BrokerConfig, ConfigError, Tier, TierMatcher};
+use triage_config::{BrokerConfig, ConfigError, OverflowPolicy, Tier, TierMatcher};
 
 use crate::channel::Channel;
 use crate::client::ClientId;
@@ -143,7 +143,7 @@ impl Broker {
                 })
                 .await?;
         }
-        let next_seq = if tier == Tier::Persistent {
+        let next_seq = if self.keeps_a_log(name, tier) {
             self.store.next_seq(name)?
         } else {
             1
@@ -154,8 +154,21 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Persistent topics keep a log; so do memory topics that spill their
+    /// overflow to it (never ephemeral ones: they drop overflow, as nsqd).
+    fn keeps_a_log(&self, name: &str, tier: Tier) -> bool {
+        match tier {
+            Tier::Persistent => true,
+            Tier::Memory => {
+                self.config.memory_overflow == OverflowPolicy::Spill
+                    && !triage_protocol::names::is_ephemeral(name)
+            }
+            Tier::Delayed => false,
+        }
+    }
+
     fn new_topic(&self, name: &str, tier: Tier, next_seq: u64) -> Arc<Topic> {
-        let store = (tier == Tier::Persistent).then(|| self.store.clone());
+        let store = self.keeps_a_log(name, tier).then(|| self.store.clone());
         Topic::new(
             name,
             tier,
@@ -348,37 +361,30 @@ impl Broker {
             };
             let topic = self.new_topic(&name, tier, state.next_seq.max(1));
             topic.restore_paused(state.meta.paused);
-            if topic.is_durable() {
-                if state.channels.is_empty() {
-                    if let Some(&(first, _)) = self.store.read_log(&name, 0, 1)?.first() {
-                        topic.restore_held(first);
-                    }
+            if topic.is_durable() && state.channels.is_empty() {
+                if let Some(&(first, _)) = self.store.read_log(&name, 0, 1)?.first() {
+                    topic.restore_held(first);
                 }
-                for channel in &state.channels {
-                    let (channel_name, watermark) = (&channel.meta.name, channel.low_watermark);
-                    let finished: HashSet<u64> = self
-                        .store
+            }
+            for channel in &state.channels {
+                let (channel_name, watermark) = (&channel.meta.name, channel.low_watermark);
+                let finished: HashSet<u64> = if topic.is_durable() {
+                    self.store
                         .finished(&name, channel_name, watermark, usize::MAX)?
                         .into_iter()
-                        .collect();
-                    topic.restore_channel(
-                        channel_name,
-                        self.config.mem_queue_size,
-                        channel.meta.paused,
-                        watermark,
-                        finished,
-                    );
-                }
-            } else {
-                for channel in &state.channels {
-                    topic.restore_channel(
-                        &channel.meta.name,
-                        self.config.mem_queue_size,
-                        channel.meta.paused,
-                        0,
-                        HashSet::new(),
-                    );
-                }
+                        .collect()
+                } else {
+                    HashSet::new()
+                };
+                topic.restore_channel(
+                    channel_name,
+                    self.config.mem_queue_size,
+                    channel.meta.paused,
+                    watermark,
+                    finished,
+                );
+            }
+            if tier == Tier::Memory {
                 let holders = state.channels.iter().map(|c| Some(c.meta.name.as_str()));
                 for channel in holders.chain([None]) {
                     let name = saved_name(&name, channel);
@@ -421,12 +427,47 @@ impl Broker {
     /// Clean shutdown: writes what every memory-tier channel (and channel-less
     /// memory topic) holds to the store, for [`Broker::recover`] to restore.
     pub async fn save_memory(&self) {
-        for topic in self
+        let memory_topics = self
             .topics()
             .into_iter()
-            .filter(|t| t.tier == Tier::Memory && !t.ephemeral)
-        {
-            for (channel, msgs) in topic.held_messages() {
+            .filter(|t| t.tier == Tier::Memory && !t.ephemeral);
+        for topic in memory_topics {
+            let held = topic.held_messages();
+            if topic.is_durable() {
+                // A spilling topic has a log: write what memory holds into it,
+                // at each message's own seq (the same message in several
+                // channels, or one already spilled, is written once or again,
+                // never twice), and its channels read it back like a backlog.
+                let mut by_seq = std::collections::BTreeMap::new();
+                for msg in held.into_iter().flat_map(|(_, msgs)| msgs) {
+                    if let Some(seq) = msg.id.to_u64() {
+                        by_seq.insert(seq, msg);
+                    }
+                }
+                let count = by_seq.len();
+                // One write per run of consecutive seqs.
+                let mut runs: Vec<(u64, Vec<StoredMessage>)> = Vec::new();
+                for (seq, msg) in by_seq {
+                    let stored = StoredMessage {
+                        timestamp_ns: msg.timestamp_ns,
+                        attempts: msg.attempts,
+                        body: msg.body,
+                    };
+                    match runs.last_mut() {
+                        Some((first, run)) if *first + run.len() as u64 == seq => run.push(stored),
+                        _ => runs.push((seq, vec![stored])),
+                    }
+                }
+                for (first, run) in runs {
+                    if let Err(e) = self.store.append(&topic.name, first, &run).await {
+                        tracing::error!(topic = %topic.name, error = %e, "cannot save memory-tier messages; they are lost");
+                        break;
+                    }
+                }
+                tracing::info!(topic = %topic.name, count, "memory-tier messages saved to the topic's log");
+                continue;
+            }
+            for (channel, msgs) in held {
                 if msgs.is_empty() {
                     continue;
                 }

@@ -194,8 +194,27 @@ impl Channel {
     }
 
     /// Queues messages, deferred ones (with a due time) into the deferred set.
-    /// The caller has checked capacity; ephemeral channels drop what overflows.
+    /// The caller has checked capacity; ephemeral channels drop what overflows;
+    /// a persistent channel leaves what does not fit its window on disk.
     pub fn put_all(&self, msgs: impl IntoIterator<Item = (Message, Option<Instant>)>) {
+        self.put(msgs, false);
+    }
+
+    /// Like [`Channel::put_all`], but into memory whatever the window: for
+    /// messages that are not (or not only) on disk.
+    pub fn put_in_memory(&self, msgs: impl IntoIterator<Item = (Message, Option<Instant>)>) {
+        self.put(msgs, true);
+    }
+
+    /// Whether `count` more messages fit in memory now, with nothing waiting
+    /// on disk ahead of them.
+    pub fn has_room(&self, count: u64) -> bool {
+        let state = self.lock();
+        let in_memory = (state.queue.len() + state.deferred.len()) as u64;
+        !state.backlog.as_ref().is_some_and(Backlog::is_behind) && in_memory + count <= self.bound
+    }
+
+    fn put(&self, msgs: impl IntoIterator<Item = (Message, Option<Instant>)>, force: bool) {
         let mut state = self.lock();
         let mut queued = false;
         let mut earlier_due = false;
@@ -206,9 +225,10 @@ impl Channel {
             }
             self.counters.message_count.fetch_add(1, Ordering::Relaxed);
             if let (Some(backlog), Some(seq)) = (state.backlog.as_mut(), msg.id.to_u64()) {
-                let admitted = match due {
-                    Some(_) => backlog.admit_deferred(seq),
-                    None => backlog.admit(seq, in_memory, self.bound as usize),
+                let admitted = if force || due.is_some() {
+                    backlog.admit_in_memory(seq)
+                } else {
+                    backlog.admit(seq, in_memory, self.bound as usize)
                 };
                 if !admitted {
                     continue; // on disk; a refill brings it in order

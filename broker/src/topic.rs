@@ -150,6 +150,33 @@ impl Topic {
             return self.publish_in_memory(bodies, due);
         };
         let count = bodies.len() as u64;
+        if self.tier == Tier::Memory {
+            // A memory topic that spills: in memory while every channel has
+            // room and nothing is waiting on disk or being written; otherwise
+            // the overflow takes the persistent path below, in log order.
+            let state = self.lock();
+            if state.deleted {
+                return Err(PublishError::Exiting(self.name.clone()));
+            }
+            let next = self.next_seq.load(Ordering::Relaxed);
+            let fits = self.handed_over.load(Ordering::Acquire) == next
+                && !state.paused
+                && !state.channels.is_empty()
+                && state
+                    .channels
+                    .values()
+                    .all(|c| c.ephemeral || c.has_room(count));
+            if fits {
+                self.next_seq.store(next + count, Ordering::Relaxed);
+                self.handed_over.store(next + count, Ordering::Release);
+                self.released.store(next + count, Ordering::Release);
+                let msgs = self.make_messages(next, bodies);
+                for channel in state.channels.values() {
+                    channel.put_in_memory(msgs.iter().map(|m| (m.clone(), due)));
+                }
+                return Ok(());
+            }
+        }
         let first = {
             let state = self.lock();
             if state.deleted {
@@ -424,7 +451,7 @@ impl Topic {
         });
         let mut state = self.lock();
         match channel.and_then(|name| state.channels.get(name).cloned()) {
-            Some(channel) => channel.put_all(msgs.map(|m| (m, None))),
+            Some(channel) => channel.put_in_memory(msgs.map(|m| (m, None))),
             None => state.pending.extend(msgs.map(|m| (m, None))),
         }
     }

@@ -383,6 +383,7 @@ fn single_dash_nsqd_flags_work() {
         "1",
         // The bound is the memory tier's; persistent topics are bounded by disk.
         "-default-tier=memory",
+        "-memory-overflow=reject",
         // nsqd flags accepted and ignored, as pynsq and nsqjs pass them.
         "--verbose",
         "-sync-every=2500",
@@ -558,6 +559,7 @@ fn triage_mem_queue_size_from_the_environment_applies() {
     let env = [
         ("TRIAGE_MEM_QUEUE_SIZE", "2"),
         ("TRIAGE_DEFAULT_TIER", "memory"),
+        ("TRIAGE_MEMORY_OVERFLOW", "reject"),
     ];
     let daemon = Daemon::start(&[], &env);
     assert_eq!(daemon.post("/pub?topic=bounded", b"1").0, 200);
@@ -572,7 +574,7 @@ fn flags_override_the_environment_which_overrides_the_file() {
     let file = dir.path().join("triaged.toml");
     std::fs::write(
         &file,
-        "default_tier = \"memory\"\nmem_queue_size = 1\nmax_msg_size = \"8 B\"\n",
+        "default_tier = \"memory\"\nmemory_overflow = \"reject\"\nmem_queue_size = 1\nmax_msg_size = \"8 B\"\n",
     )
     .unwrap();
     let config = format!("--config={}", file.display());

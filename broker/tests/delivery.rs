@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use triage_config::Tier;
+use triage_config::{OverflowPolicy, Tier};
 
 use bytes::Bytes;
 use common::{bodies, body_str, start_broker, timed, wait_until, Client, TestBroker, QUIET};
@@ -420,6 +420,7 @@ async fn memory_bound_refuses_the_sixth_message_of_a_topic_without_channel() {
     let tb = start_broker(|c| {
         c.mem_queue_size = 5;
         c.default_tier = Tier::Memory;
+        c.memory_overflow = OverflowPolicy::Reject;
     })
     .await;
     let mut producer = tb.connect().await;
@@ -445,6 +446,7 @@ async fn memory_bound_refuses_the_sixth_message_of_a_channel() {
     let tb = start_broker(|c| {
         c.mem_queue_size = 5;
         c.default_tier = Tier::Memory;
+        c.memory_overflow = OverflowPolicy::Reject;
     })
     .await;
     let mut c = tb.consumer("t", "c", 0).await;
@@ -493,6 +495,7 @@ async fn mpub_over_the_memory_bound_publishes_nothing() {
     let tb = start_broker(|c| {
         c.mem_queue_size = 5;
         c.default_tier = Tier::Memory;
+        c.memory_overflow = OverflowPolicy::Reject;
     })
     .await;
     let mut producer = tb.connect().await;
@@ -517,6 +520,7 @@ async fn ephemeral_overflow_is_dropped_silently() {
     let tb = start_broker(|c| {
         c.mem_queue_size = 5;
         c.default_tier = Tier::Memory;
+        c.memory_overflow = OverflowPolicy::Reject;
     })
     .await;
     let mut producer = tb.connect().await;

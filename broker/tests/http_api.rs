@@ -558,6 +558,7 @@ async fn pub_to_a_full_topic_is_503() {
     let broker = TestBroker::start_with(|c| {
         c.mem_queue_size = 2;
         c.default_tier = triage_config::Tier::Memory;
+        c.memory_overflow = triage_config::OverflowPolicy::Reject;
     })
     .await;
     broker.post_ok("/pub?topic=full", "1").await;

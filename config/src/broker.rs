@@ -61,9 +61,8 @@ pub struct BrokerConfig {
     pub log_level: String,
     /// Tier of a topic no rule matches.
     pub default_tier: Tier,
-    /// What a full memory-tier channel does with one more message. Only
-    /// [`OverflowPolicy::Reject`] passes [`BrokerConfig::validate`]: spill is
-    /// not built yet.
+    /// What a full memory-tier channel does with one more message: spill it
+    /// to the store (the default; nothing lost) or refuse the publish.
     pub memory_overflow: OverflowPolicy,
     /// When the persistent tier fsyncs, and so what a `kill -9` or a power
     /// loss can lose; see [`SyncPolicy`].
@@ -145,8 +144,7 @@ impl Default for BrokerConfig {
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
             default_tier: Tier::Persistent,
-            // Spill is not built yet; validate() refuses it.
-            memory_overflow: OverflowPolicy::Reject,
+            memory_overflow: OverflowPolicy::Spill,
             sync_policy: SyncPolicy::Group,
             save_memory_on_shutdown: true,
             tier_rules: Vec::new(),
@@ -325,13 +323,6 @@ impl BrokerConfig {
                 "\"\"",
                 "must not be empty; use debug, info, warn or error, or a filter like \
                  triage_broker=debug",
-            ));
-        }
-        if self.memory_overflow == OverflowPolicy::Spill {
-            return Err(invalid(
-                "memory_overflow",
-                "\"spill\"",
-                "spill (overflow written to the persistent store) is not built yet; use \"reject\"",
             ));
         }
         if let SyncPolicy::Interval(interval) = self.sync_policy {

@@ -144,7 +144,7 @@ pub struct BrokerArgs {
     /// Tier of topics no rule matches: memory, persistent or delayed
     #[arg(long, value_name = "TIER", value_parser = name::<Tier>)]
     pub default_tier: Option<Tier>,
-    /// What a full memory-tier channel does with more: reject (spill is not built yet)
+    /// What a full memory-tier channel does with more: spill (to the store; default) or reject
     #[arg(long, value_name = "POLICY", value_parser = name::<OverflowPolicy>)]
     pub memory_overflow: Option<OverflowPolicy>,
     /// When the persistent tier fsyncs: always, group, `interval:<ms>` or never

@@ -26,8 +26,8 @@ impl Tier {
 pub enum OverflowPolicy {
     /// Refuse the publish with `E_PUB_FAILED`.
     Reject,
-    /// Write the overflow to the persistent store. Not built yet:
-    /// [`crate::BrokerConfig::validate`] refuses it.
+    /// Write the overflow to the store; the channel reads it back in order
+    /// as consumers catch up. Nothing is lost.
     Spill,
 }
 

@@ -141,9 +141,7 @@ fn samples_cover_every_key() {
     // And every sampled value differs from its default, so each check below
     // would notice a key that went nowhere.
     let defaults = BrokerConfig::default();
-    // memory_overflow has no valid non-default yet (spill is refused); the
-    // validation tests check it arrives from each layer.
-    for (key, _) in SAMPLES.iter().filter(|(k, _)| *k != "memory_overflow") {
+    for (key, _) in SAMPLES {
         let alone: Vec<(String, String)> = SAMPLES
             .iter()
             .filter(|(k, _)| k == key || key.starts_with("tls_") && k.starts_with("tls_"))
@@ -446,21 +444,15 @@ fn validation_errors_carry_the_origin_of_the_value() {
         "invalid max_rdy_count = 70000 (from --max-rdy-count): must be between 1 and 65535: \
          IDENTIFY advertises it, and clients read it as a u16"
     );
-    let env = env_of(&[("TRIAGE_MEMORY_OVERFLOW", "spill")]);
+    let env = env_of(&[("TRIAGE_LOG_LEVEL", "")]);
     let err = load_broker_with_env(&BrokerArgs::default(), &env).unwrap_err();
+    assert!(err.to_string().contains("(from TRIAGE_LOG_LEVEL)"), "{err}");
+    let err = load_broker_with_env(&args(&["--max-deflate-level=0"]), &no_env).unwrap_err();
     assert!(
-        err.to_string().starts_with(
-            "invalid memory_overflow = \"spill\" (from TRIAGE_MEMORY_OVERFLOW): spill (overflow \
-             written to the persistent store) is not built yet; use \"reject\""
-        ),
+        err.to_string().contains("(from --max-deflate-level)"),
         "{err}"
     );
-    let err = load_broker_with_env(&args(&["--memory-overflow=spill"]), &no_env).unwrap_err();
-    assert!(
-        err.to_string().contains("(from --memory-overflow)"),
-        "{err}"
-    );
-    let err = broker_from_toml("memory_overflow = \"spill\"").unwrap_err();
+    let err = broker_from_toml("max_deflate_level = 0").unwrap_err();
     assert!(
         err.to_string().contains("(from config file <toml>)"),
         "{err}"
@@ -532,9 +524,6 @@ fn every_validation_error_names_its_key() {
             c.lookupd_tcp_addresses = vec!["a:0".into()]
         }),
         ("log_level", |c| c.log_level = String::new()),
-        ("memory_overflow", |c| {
-            c.memory_overflow = OverflowPolicy::Spill
-        }),
         ("sync_policy", |c| {
             c.sync_policy = SyncPolicy::Interval(Duration::ZERO)
         }),
@@ -634,7 +623,7 @@ fn defaults_are_nsqds_and_valid() {
     assert_eq!(config.min_output_buffer_timeout, Duration::from_millis(25));
     assert_eq!(config.max_deflate_level, 6);
     assert_eq!(config.default_tier, Tier::Persistent);
-    assert_eq!(config.memory_overflow, OverflowPolicy::Reject);
+    assert_eq!(config.memory_overflow, OverflowPolicy::Spill);
     assert_eq!(config.sync_policy, SyncPolicy::Group);
     let loaded = load_broker_with_env(&BrokerArgs::default(), &no_env).unwrap();
     assert_eq!(loaded, config);
