@@ -97,10 +97,14 @@ impl Backlog {
         if seq < self.cursor {
             return false;
         }
+        if !self.behind && seq > self.cursor && self.cursor < self.released.load(Ordering::Acquire)
+        {
+            // Released messages below `seq` were not loaded: read them from disk.
+            self.behind = true;
+        }
         if self.behind {
             self.finished_on_disk.insert(seq);
         } else {
-            // Not behind: nothing released below `seq` is left unread.
             self.cursor = seq + 1;
         }
         self.outstanding.insert(seq);
@@ -325,6 +329,17 @@ mod tests {
             .map(|m| m.id.to_u64().unwrap())
             .collect();
         assert_eq!(seqs, vec![0, 1], "seq 2 is already in memory");
+    }
+
+    #[test]
+    fn taking_a_later_message_into_memory_does_not_skip_unread_ones() {
+        // Unpaused: 0..5 released but not admitted; a held message 7 comes in.
+        let released = Arc::new(AtomicU64::new(5));
+        let mut backlog = Backlog::new(0, released);
+        assert!(backlog.admit_in_memory(7));
+        let plan = backlog.refill_plan(1, 10).expect("0..5 must still be read");
+        assert_eq!(plan.from, 0);
+        assert_eq!(backlog.low_watermark(), 0);
     }
 
     #[test]

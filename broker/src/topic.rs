@@ -154,25 +154,37 @@ impl Topic {
             // A memory topic that spills: in memory while every channel has
             // room and nothing is waiting on disk or being written; otherwise
             // the overflow takes the persistent path below, in log order.
-            let state = self.lock();
+            let mut state = self.lock();
             if state.deleted {
                 return Err(PublishError::Exiting(self.name.clone()));
             }
             let next = self.next_seq.load(Ordering::Relaxed);
-            let fits = self.handed_over.load(Ordering::Acquire) == next
+            // Nothing being written or waiting on disk ahead of this publish.
+            let in_order =
+                self.handed_over.load(Ordering::Acquire) == next && state.held_from.is_none();
+            let to_channels = in_order
                 && !state.paused
                 && !state.channels.is_empty()
                 && state
                     .channels
                     .values()
                     .all(|c| c.ephemeral || c.has_room(count));
-            if fits {
+            // A channel-less topic holds up to its bound in memory, as nsqd.
+            let to_pending = in_order
+                && !state.paused
+                && state.channels.is_empty()
+                && state.pending.len() as u64 + count <= self.bound;
+            if to_channels || to_pending {
                 self.next_seq.store(next + count, Ordering::Relaxed);
                 self.handed_over.store(next + count, Ordering::Release);
                 self.released.store(next + count, Ordering::Release);
                 let msgs = self.make_messages(next, bodies);
-                for channel in state.channels.values() {
-                    channel.put_in_memory(msgs.iter().map(|m| (m.clone(), due)));
+                if to_pending {
+                    state.pending.extend(msgs.into_iter().map(|m| (m, due)));
+                } else {
+                    for channel in state.channels.values() {
+                        channel.put_in_memory(msgs.iter().map(|m| (m.clone(), due)));
+                    }
                 }
                 return Ok(());
             }
@@ -342,35 +354,44 @@ impl Topic {
         let first_channel = state.channels.is_empty();
         let (starts_at, durable, pending) = match &self.store {
             Some(store) => {
-                // A persistent topic keeps nothing in memory for its channels.
-                // The first channel takes what the topic held (on disk) and
-                // what is still being written; a later one starts with the
-                // next publish, or at the pause point of a paused topic.
+                // A log-backed topic gives its first channel what it held, in
+                // memory (pending) and on disk (from `held_from`), and what is
+                // still being written; a later channel starts with the next
+                // publish, or at the pause point of a paused topic.
                 let released = self.released.load(Ordering::Acquire);
+                let default_start = if first_channel || state.paused {
+                    released
+                } else {
+                    self.next_seq.load(Ordering::Relaxed)
+                };
                 let held = if first_channel {
                     state.held_from.take()
                 } else {
                     None
                 };
-                let (starts_at, backlog) = match held {
-                    Some(from) => (
-                        from,
-                        Backlog::on_disk_from(from, HashSet::new(), self.released.clone()),
-                    ),
-                    None => {
-                        let start = if first_channel || state.paused {
-                            released
-                        } else {
-                            self.next_seq.load(Ordering::Relaxed)
-                        };
-                        (start, Backlog::new(start, self.released.clone()))
+                let oldest_pending = if first_channel {
+                    state
+                        .pending
+                        .iter()
+                        .filter_map(|(m, _)| m.id.to_u64())
+                        .min()
+                } else {
+                    None
+                };
+                let starts_at = [held, oldest_pending]
+                    .into_iter()
+                    .flatten()
+                    .fold(default_start, u64::min);
+                let backlog = match held {
+                    Some(_) => {
+                        Backlog::on_disk_from(starts_at, HashSet::new(), self.released.clone())
                     }
+                    None => Backlog::new(starts_at, self.released.clone()),
                 };
                 let durable = (!triage_protocol::names::is_ephemeral(name)).then(|| Durable {
                     backlog,
                     store: store.clone(),
                 });
-                // Deferred messages held in memory go with the first channel.
                 let pending = if first_channel && !state.paused {
                     state.pending.drain(..).collect()
                 } else {
@@ -391,7 +412,8 @@ impl Topic {
         };
         let channel = Channel::new(&self.name, name, bound, durable, self.cancel.child_token());
         self.tracker.spawn(channel.clone().run_timer());
-        channel.put_all(pending);
+        // Held in memory, so not (only) on disk: into memory whatever the window.
+        channel.put_in_memory(pending);
         state.channels.insert(name.to_owned(), channel.clone());
         tracing::info!(topic = %self.name, channel = name, "channel created");
         Ok((channel, Some(starts_at)))
@@ -482,10 +504,10 @@ impl Topic {
             // What was written while paused waits on disk: release it.
             self.released
                 .store(self.handed_over.load(Ordering::Acquire), Ordering::Release);
-            let deferred: Vec<_> = state.pending.drain(..).collect();
+            let held: Vec<_> = state.pending.drain(..).collect();
             for channel in state.channels.values() {
-                channel.put_all(deferred.iter().cloned());
                 channel.catch_up();
+                channel.put_in_memory(held.iter().cloned());
             }
             return;
         }
@@ -527,12 +549,19 @@ impl Topic {
         TopicSnapshot {
             depth: if self.store.is_some() {
                 // Written but not given to channels: held for a first channel,
-                // or written while paused (deferred ones among them too).
+                // or written while paused; plus what a spilling memory topic
+                // holds in memory only (a persistent topic's pending messages
+                // are on disk too, so counted already).
                 let handed_over = self.handed_over.load(Ordering::Acquire);
                 let from = state
                     .held_from
                     .unwrap_or_else(|| self.released.load(Ordering::Acquire));
-                handed_over.saturating_sub(from)
+                let memory_only = if self.tier == Tier::Memory {
+                    state.pending.len() as u64
+                } else {
+                    0
+                };
+                handed_over.saturating_sub(from) + memory_only
             } else {
                 state.pending.len() as u64
             },

@@ -804,3 +804,39 @@ async fn a_full_memory_channel_spills_to_disk_and_loses_nothing() {
         "delivered twice across a clean restart: {repeated:?}"
     );
 }
+
+/// A channel-less memory topic holds up to its bound in memory and spills
+/// the rest; its first channel gets all of it, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_less_memory_topic_holds_in_memory_then_spills() {
+    let tb = common::start_broker(|c| {
+        c.default_tier = triage_config::Tier::Memory;
+        c.mem_queue_size = 10;
+    })
+    .await;
+    let mut producer = tb.connect().await;
+    for body in common::bodies("m", 8) {
+        producer.publish("t", body).await;
+    }
+    producer.mpub("t", common::bodies("over", 30)).await;
+    assert_eq!(
+        tb.broker().existing_topic("t").unwrap().snapshot().depth,
+        38
+    );
+    let mut consumer = tb.consumer("t", "c", 100).await;
+    let mut got = Vec::new();
+    while got.len() < 38 {
+        let msg = consumer.read_message().await;
+        consumer.fin(&msg.id).await;
+        got.push(msg.id.to_u64().unwrap());
+    }
+    consumer
+        .expect_nothing_for(Duration::from_millis(300))
+        .await;
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 38, "each once");
+    assert_eq!(got, sorted, "in publish order");
+    tb.shutdown().await;
+}
