@@ -6,12 +6,15 @@
 //! [`topic::Topic`]s, each fanning messages out to its [`channel::Channel`]s.
 //! A channel owns its queue, its in-flight and deferred messages, and one
 //! timer task for both. [`http`] serves nsqd's HTTP API over the same broker;
-//! [`server::Server`] binds both front ends and shuts them down.
+//! [`server::Server`] binds both front ends and shuts them down. [`store`]
+//! is the RocksDB layer under persistent topics and [`backlog`] a persistent
+//! channel's view of its log; [`ctl`] is the HTTP client behind `triagectl`.
 
 pub mod backlog;
 pub mod broker;
 pub mod channel;
 pub mod client;
+pub mod ctl;
 pub mod http;
 pub mod server;
 pub mod store;

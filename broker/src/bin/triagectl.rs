@@ -1,0 +1,394 @@
+//! `triagectl`: the admin CLI. Talks to a broker's HTTP admin API (topics,
+//! channels, stats, publishing) and checks config files offline.
+//!
+//! Exit codes: 0 success; 1 the broker is unreachable or refused the request;
+//! 2 bad usage (clap's message, a bad topic or channel name) or a config file
+//! that does not pass `config check`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use triage_broker::ctl::client::{encode, AdminClient, CtlError};
+use triage_broker::ctl::table;
+use triage_config::Tier;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "triagectl",
+    version,
+    about = "Administer a triaged broker over its HTTP API"
+)]
+struct Cli {
+    /// The broker's HTTP address, HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:4151",
+        env = "TRIAGECTL_HTTP_ADDRESS",
+        value_parser = parse_address
+    )]
+    http_address: String,
+    /// Print JSON for scripts instead of tables for people.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List, create, delete, pause, unpause or empty topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// List, create, delete, pause, unpause or empty a topic's channels.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Topics and channels with depth, in-flight and consumers.
+    Stats {
+        /// Only this topic.
+        #[arg(long, value_parser = parse_topic)]
+        topic: Option<String>,
+    },
+    /// Publish MESSAGEs to TOPIC, or each line of stdin when none are given.
+    Pub {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+        messages: Vec<String>,
+    },
+    /// Check configuration files offline.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    List,
+    Create {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+        /// memory, persistent or delayed; the broker's tier rules decide when omitted.
+        #[arg(long, value_parser = parse_tier)]
+        tier: Option<Tier>,
+    },
+    Delete {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+    },
+    Pause {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+    },
+    Unpause {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+    },
+    /// Drop every queued message of the topic and its channels.
+    Empty {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChannelCommand {
+    List {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+    },
+    Create(ChannelArgs),
+    Delete(ChannelArgs),
+    Pause(ChannelArgs),
+    Unpause(ChannelArgs),
+    /// Drop every queued message of the channel.
+    Empty(ChannelArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ChannelArgs {
+    #[arg(value_parser = parse_topic)]
+    topic: String,
+    #[arg(value_parser = parse_channel)]
+    channel: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a broker TOML file; prints `ok` or the error naming the key.
+    Check { file: PathBuf },
+}
+
+fn parse_topic(name: &str) -> Result<String, String> {
+    if triage_protocol::names::is_valid_topic_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(bad_name())
+    }
+}
+
+fn parse_channel(name: &str) -> Result<String, String> {
+    if triage_protocol::names::is_valid_channel_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(bad_name())
+    }
+}
+
+fn bad_name() -> String {
+    "names are 1 to 64 characters of letters, digits, '.', '_' and '-', optionally ending in #ephemeral".to_owned()
+}
+
+fn parse_tier(raw: &str) -> Result<Tier, String> {
+    raw.parse()
+        .map_err(|_| "expected memory, persistent or delayed".to_owned())
+}
+
+/// HOST:PORT, with an `http://` prefix and a trailing `/` tolerated.
+fn parse_address(raw: &str) -> Result<String, String> {
+    let addr = raw.trim_start_matches("http://").trim_end_matches('/');
+    let valid = !addr.is_empty()
+        && !addr.contains('/')
+        && addr
+            .parse::<hyper::http::uri::Authority>()
+            .is_ok_and(|a| a.port_u16().is_some());
+    if valid {
+        Ok(addr.to_owned())
+    } else {
+        Err("expected HOST:PORT, e.g. 127.0.0.1:4151".to_owned())
+    }
+}
+
+fn main() -> ExitCode {
+    // Bad usage exits 2 with clap's message; --help and --version exit 0.
+    let cli = Cli::parse();
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        return config_check(file);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One plain sentence on stderr: what an admin needs, no backtrace.
+            eprintln!("triagectl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let client = AdminClient::new(cli.http_address);
+    let output = runtime.block_on(execute(&client, cli.command, cli.json))?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")?;
+    Ok(())
+}
+
+/// Runs one command against the broker and returns what to print.
+async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyhow::Result<String> {
+    let done = |action: &str, fields: Value, sentence: String| {
+        if as_json {
+            let mut value = fields;
+            value["result"] = Value::from(action);
+            format!("{value}\n")
+        } else {
+            format!("{sentence}\n")
+        }
+    };
+    Ok(match command {
+        Command::Topic(TopicCommand::List) => {
+            let stats = client.stats(None, false).await?;
+            if as_json {
+                let topics: Vec<Value> = table::topics(&stats)
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "topic": t["topic_name"],
+                            "tier": t["tier"],
+                            "channels": table::channels(t).len(),
+                            "paused": t["paused"],
+                        })
+                    })
+                    .collect();
+                format!("{}\n", Value::from(topics))
+            } else {
+                table::topic_list(&stats)
+            }
+        }
+        Command::Topic(TopicCommand::Create { topic, tier }) => {
+            let mut path = format!("/topic/create?topic={}", encode(&topic));
+            if let Some(tier) = tier {
+                path.push_str("&tier=");
+                path.push_str(tier.as_str());
+            }
+            client.post(&path, Bytes::new()).await?;
+            let tier = topic_tier(client, &topic).await?;
+            done(
+                "created",
+                json!({ "topic": topic, "tier": tier }),
+                format!("topic {topic} created ({tier})"),
+            )
+        }
+        Command::Topic(cmd) => {
+            let (endpoint, topic, past) = match cmd {
+                TopicCommand::Delete { topic } => ("delete", topic, "deleted"),
+                TopicCommand::Pause { topic } => ("pause", topic, "paused"),
+                TopicCommand::Unpause { topic } => ("unpause", topic, "unpaused"),
+                TopicCommand::Empty { topic } => ("empty", topic, "emptied"),
+                TopicCommand::List | TopicCommand::Create { .. } => unreachable!("handled above"),
+            };
+            let path = format!("/topic/{endpoint}?topic={}", encode(&topic));
+            client.post(&path, Bytes::new()).await?;
+            done(
+                past,
+                json!({ "topic": topic }),
+                format!("topic {topic} {past}"),
+            )
+        }
+        Command::Channel(ChannelCommand::List { topic }) => {
+            let stats = client.stats(Some(&topic), false).await?;
+            let entry = table::topics(&stats)
+                .iter()
+                .find(|t| t["topic_name"] == topic.as_str())
+                .ok_or_else(|| CtlError::NoSuchTopic(topic.clone()))?;
+            if as_json {
+                let channels: Vec<Value> = table::channels(entry)
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "channel": c["channel_name"],
+                            "depth": c["depth"],
+                            "in_flight": c["in_flight_count"],
+                            "clients": c["client_count"],
+                            "paused": c["paused"],
+                        })
+                    })
+                    .collect();
+                format!("{}\n", Value::from(channels))
+            } else {
+                table::channel_list(entry)
+            }
+        }
+        Command::Channel(cmd) => {
+            let (endpoint, args, past) = match cmd {
+                ChannelCommand::Create(args) => ("create", args, "created"),
+                ChannelCommand::Delete(args) => ("delete", args, "deleted"),
+                ChannelCommand::Pause(args) => ("pause", args, "paused"),
+                ChannelCommand::Unpause(args) => ("unpause", args, "unpaused"),
+                ChannelCommand::Empty(args) => ("empty", args, "emptied"),
+                ChannelCommand::List { .. } => unreachable!("handled above"),
+            };
+            let ChannelArgs { topic, channel } = args;
+            let path = format!(
+                "/channel/{endpoint}?topic={}&channel={}",
+                encode(&topic),
+                encode(&channel)
+            );
+            client.post(&path, Bytes::new()).await?;
+            done(
+                past,
+                json!({ "topic": topic, "channel": channel }),
+                format!("channel {topic}/{channel} {past}"),
+            )
+        }
+        Command::Stats { topic } => {
+            if as_json {
+                // The broker's own JSON, untouched, so scripts written for
+                // nsqd's /stats keep working.
+                let mut path = "/stats?format=json".to_owned();
+                if let Some(topic) = &topic {
+                    path.push_str("&topic=");
+                    path.push_str(&encode(topic));
+                }
+                let body = client.get(&path).await?;
+                let mut text = String::from_utf8_lossy(&body).into_owned();
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text
+            } else {
+                table::stats(&client.stats(topic.as_deref(), false).await?)
+            }
+        }
+        Command::Pub { topic, messages } => {
+            let messages: Vec<Vec<u8>> = if messages.is_empty() {
+                read_stdin_lines()?
+            } else {
+                messages.into_iter().map(String::into_bytes).collect()
+            };
+            if messages.iter().any(Vec::is_empty) {
+                anyhow::bail!("cannot publish an empty message");
+            }
+            let count = if messages.is_empty() {
+                0
+            } else {
+                client.publish(&topic, &messages).await?
+            };
+            let noun = if count == 1 { "message" } else { "messages" };
+            done(
+                "published",
+                json!({ "topic": topic, "count": count }),
+                format!("published {count} {noun} to {topic}"),
+            )
+        }
+        Command::Config(_) => unreachable!("config check runs offline, before the runtime"),
+    })
+}
+
+/// The tier the broker gave `topic`: the rules may have chosen it.
+async fn topic_tier(client: &AdminClient, topic: &str) -> Result<String, CtlError> {
+    let stats = client.stats(Some(topic), false).await?;
+    table::topics(&stats)
+        .iter()
+        .find(|t| t["topic_name"] == topic)
+        .and_then(|t| t["tier"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| CtlError::NoSuchTopic(topic.to_owned()))
+}
+
+/// Each non-empty line of stdin is one message, as `to_nsq` reads them.
+fn read_stdin_lines() -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut messages = Vec::new();
+    for line in std::io::stdin().lock().split(b'\n') {
+        let mut line = line.context("cannot read stdin")?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if !line.is_empty() {
+            messages.push(line);
+        }
+    }
+    Ok(messages)
+}
+
+/// `config check FILE`: offline, so it works before a broker exists.
+fn config_check(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("triagectl: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match triage_config::broker_from_toml(&text) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // broker_from_toml names the file `<toml>`; name the real one.
+            let message = e.to_string().replace("<toml>", &file.display().to_string());
+            eprintln!("triagectl: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

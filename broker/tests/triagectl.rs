@@ -1,0 +1,400 @@
+//! `triagectl`, the real binary, against an in-process broker on
+//! `127.0.0.1:0`: each command's effect is checked on the broker itself, and
+//! the error cases (unreachable broker, unknown topic, bad name, bad config)
+//! by exit code and message.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use triage_broker::Server;
+use triage_config::BrokerConfig;
+
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+/// A broker on its own multi-threaded runtime, so it keeps serving while the
+/// test thread blocks on a `triagectl` process.
+struct TestBroker {
+    runtime: tokio::runtime::Runtime,
+    server: Option<Server>,
+    _data: tempfile::TempDir,
+}
+
+impl TestBroker {
+    fn start() -> TestBroker {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            tcp_address: "127.0.0.1:0".parse().unwrap(),
+            http_address: "127.0.0.1:0".parse().unwrap(),
+            data_path: data.path().to_owned(),
+            ..BrokerConfig::default()
+        };
+        let server = runtime.block_on(Server::start(config)).unwrap();
+        TestBroker {
+            runtime,
+            server: Some(server),
+            _data: data,
+        }
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Run {
+        ctl_at(&self.server().http_addr.to_string(), args, None)
+    }
+
+    /// Runs `args` and insists on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let run = self.ctl(args);
+        assert_eq!(run.code, 0, "triagectl {args:?} failed: {}", run.stderr);
+        run.stdout
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let stdout = self.ok(&all);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout:?}"))
+    }
+
+    fn topic_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .server()
+            .broker
+            .topics()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            // The timer needs the runtime's context: build it inside block_on.
+            let stopped = self.runtime.block_on(async {
+                tokio::time::timeout(SHUTDOWN_DEADLINE, server.shutdown()).await
+            });
+            // Don't turn a failing test's panic into an abort.
+            if !std::thread::panicking() {
+                stopped.expect("broker shut down in time");
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn ctl_at(addr: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_triagectl"));
+    command
+        .arg("--http-address")
+        .arg(addr)
+        .args(args)
+        .env_remove("TRIAGECTL_HTTP_ADDRESS")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    finish(child.wait_with_output().unwrap())
+}
+
+fn ctl_offline(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_triagectl"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    finish(output)
+}
+
+fn finish(output: Output) -> Run {
+    Run {
+        code: output.status.code().expect("triagectl exited, not killed"),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// A loopback address nothing listens on: bound, then released.
+fn closed_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+fn entry<'a>(list: &'a Value, key: &str, name: &str) -> Option<&'a Value> {
+    list.as_array().unwrap().iter().find(|e| e[key] == name)
+}
+
+fn example_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/triaged.example.toml")
+}
+
+// ---------------------------------------------------------------------------
+// Topics and channels
+// ---------------------------------------------------------------------------
+
+#[test]
+fn topic_create_list_pause_delete() {
+    let broker = TestBroker::start();
+    assert_eq!(broker.ok(&["topic", "list"]), "no topics\n");
+
+    let out = broker.ok(&["topic", "create", "orders", "--tier", "memory"]);
+    assert_eq!(out, "topic orders created (memory)\n");
+    broker.ok(&["topic", "create", "audit"]);
+    assert_eq!(broker.topic_names(), ["audit", "orders"]);
+    let orders = broker.server().broker.existing_topic("orders").unwrap();
+    assert_eq!(orders.tier.as_str(), "memory");
+
+    let table = broker.ok(&["topic", "list"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["TOPIC", "TIER", "CHANNELS", "PAUSED"]);
+    assert!(
+        lines.contains(&vec!["orders", "memory", "0", "no"]),
+        "{table}"
+    );
+    assert!(
+        lines.contains(&vec!["audit", "persistent", "0", "no"]),
+        "{table}"
+    );
+
+    broker.ok(&["topic", "pause", "orders"]);
+    assert!(orders.is_paused());
+    let list = broker.json(&["topic", "list"]);
+    assert_eq!(entry(&list, "topic", "orders").unwrap()["paused"], true);
+    assert_eq!(entry(&list, "topic", "audit").unwrap()["paused"], false);
+
+    broker.ok(&["topic", "unpause", "orders"]);
+    assert!(!orders.is_paused());
+
+    let deleted = broker.json(&["topic", "delete", "orders"]);
+    assert_eq!(deleted["result"], "deleted");
+    assert_eq!(deleted["topic"], "orders");
+    assert_eq!(broker.topic_names(), ["audit"]);
+    let list = broker.json(&["topic", "list"]);
+    assert!(entry(&list, "topic", "orders").is_none(), "{list}");
+}
+
+#[test]
+fn unknown_topic_is_the_brokers_error_and_exit_1() {
+    let broker = TestBroker::start();
+    let run = broker.ctl(&["topic", "delete", "ghost"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with("triagectl: TOPIC_NOT_FOUND"),
+        "{run:?}"
+    );
+
+    let run = broker.ctl(&["channel", "list", "ghost"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stderr, "triagectl: topic \"ghost\" does not exist\n");
+}
+
+#[test]
+fn channel_create_list_pause_delete() {
+    let broker = TestBroker::start();
+    broker.ok(&["topic", "create", "orders"]);
+    let out = broker.ok(&["channel", "create", "orders", "billing"]);
+    assert_eq!(out, "channel orders/billing created\n");
+    broker.ok(&["channel", "create", "orders", "shipping#ephemeral"]);
+    let topic = broker.server().broker.existing_topic("orders").unwrap();
+    assert!(topic.existing_channel("billing").is_some());
+    assert!(topic.existing_channel("shipping#ephemeral").is_some());
+
+    let table = broker.ok(&["channel", "list", "orders"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["CHANNEL", "DEPTH", "IN-FLIGHT", "CLIENTS", "PAUSED"]
+    );
+    assert!(
+        lines.contains(&vec!["billing", "0", "0", "0", "no"]),
+        "{table}"
+    );
+
+    broker.ok(&["channel", "pause", "orders", "billing"]);
+    assert!(topic.existing_channel("billing").unwrap().snapshot().paused);
+    let list = broker.json(&["channel", "list", "orders"]);
+    assert_eq!(entry(&list, "channel", "billing").unwrap()["paused"], true);
+    assert!(
+        entry(&list, "channel", "shipping#ephemeral").is_some(),
+        "{list}"
+    );
+
+    broker.ok(&["channel", "delete", "orders", "billing"]);
+    assert!(topic.existing_channel("billing").is_none());
+    let run = broker.ctl(&["channel", "delete", "orders", "billing"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with("triagectl: CHANNEL_NOT_FOUND"),
+        "{run:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Publishing and stats
+// ---------------------------------------------------------------------------
+
+#[test]
+fn pub_from_args_and_stdin_then_stats_shows_depth() {
+    let broker = TestBroker::start();
+    broker.ok(&["channel", "create", "orders", "billing"]);
+
+    let out = broker.ok(&["pub", "orders", "one", "two", "three"]);
+    assert_eq!(out, "published 3 messages to orders\n");
+    let out = broker.ok(&["pub", "orders", "four"]);
+    assert_eq!(out, "published 1 message to orders\n");
+    let run = ctl_at(
+        &broker.server().http_addr.to_string(),
+        &["pub", "orders"],
+        Some("five\n\nsix\r\n"),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "published 2 messages to orders\n");
+
+    let channel = broker
+        .server()
+        .broker
+        .existing_channel("orders", "billing")
+        .unwrap();
+    assert_eq!(channel.snapshot().depth, 6);
+
+    let table = broker.ok(&["stats"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0][0], "TOPIC");
+    assert_eq!(lines[1][..4], ["orders", "persistent", "0", "0"], "{table}");
+    assert_eq!(lines[1][5], "6", "messages: {table}");
+    assert_eq!(
+        lines[2],
+        ["billing", "6", "0", "0", "6", "0", "clients", "no"],
+        "{table}"
+    );
+
+    let stats = broker.json(&["stats"]);
+    let topic = entry(&stats["topics"], "topic_name", "orders").unwrap();
+    assert_eq!(topic["tier"], "persistent");
+    assert_eq!(topic["message_count"], 6);
+    let billing = entry(&topic["channels"], "channel_name", "billing").unwrap();
+    assert_eq!(billing["depth"], 6);
+
+    broker.ok(&["channel", "empty", "orders", "billing"]);
+    assert_eq!(channel.snapshot().depth, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Usage errors, unreachable broker, config check
+// ---------------------------------------------------------------------------
+
+#[test]
+fn bad_names_and_tiers_are_refused_before_any_request() {
+    // A closed port: a usage error must not even try the network (exit 2, not 1).
+    let addr = closed_address();
+    for args in [
+        &["topic", "create", "no spaces"][..],
+        &["channel", "create", "orders", "a/b"],
+        &["pub", &"x".repeat(65), "hello"],
+        &["topic", "create", "orders", "--tier", "fast"],
+        &["topic", "frobnicate"],
+    ] {
+        let run = ctl_at(&addr, args, None);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stderr.starts_with("error: "), "{args:?}: {run:?}");
+        assert!(!run.stderr.contains("cannot reach"), "{args:?}: {run:?}");
+    }
+}
+
+#[test]
+fn unreachable_broker_is_one_line_and_exit_1() {
+    let addr = closed_address();
+    for args in [&["topic", "list"][..], &["stats"], &["pub", "orders", "hi"]] {
+        let run = ctl_at(&addr, args, None);
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+        let prefix = format!("triagectl: cannot reach the broker at {addr}: ");
+        assert!(run.stderr.starts_with(&prefix), "{run:?}");
+        assert!(run.stderr.len() > prefix.len() + 1, "no reason: {run:?}");
+    }
+}
+
+#[test]
+fn config_check_accepts_the_example_file() {
+    let run = ctl_offline(&["config", "check", example_config().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "ok\n");
+}
+
+#[test]
+fn config_check_names_the_bad_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("max_msg_sise = 1024\n", "\"max_msg_sise\""),
+        ("max_msg_size = \"lots\"\n", "max_msg_size"),
+        ("default_tier = \"fast\"\n", "default_tier"),
+    ];
+    for (i, (text, key)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let run = ctl_offline(&["config", "check", path.to_str().unwrap()]);
+        assert_eq!(run.code, 2, "{text}: {run:?}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+        assert!(run.stderr.contains(key), "{text}: {run:?}");
+    }
+    let path = dir.path().join("bad0.toml");
+    let run = ctl_offline(&["config", "check", path.to_str().unwrap()]);
+    assert!(
+        run.stderr.contains(path.to_str().unwrap()),
+        "names the file: {run:?}"
+    );
+
+    let run = ctl_offline(&["config", "check", "/nonexistent/triaged.toml"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("cannot read /nonexistent/triaged.toml"),
+        "{run:?}"
+    );
+}
