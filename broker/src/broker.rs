@@ -15,6 +15,7 @@ use triage_config::{BrokerConfig, ConfigError, OverflowPolicy, Tier, TierMatcher
 
 use crate::channel::Channel;
 use crate::client::ClientId;
+use crate::metrics::Metrics;
 use crate::store::{ChannelMeta, Store, StoreError, StoredMessage, TopicMeta};
 use crate::topic::{PublishError, Topic};
 
@@ -70,6 +71,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Every spawned task, so shutdown can wait for all of them.
     pub tracker: TaskTracker,
+    /// Served at `GET /metrics`; read from the topics at scrape time.
+    pub metrics: Metrics,
 }
 
 impl Broker {
@@ -80,8 +83,10 @@ impl Broker {
         store: Arc<Store>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Broker>, ConfigError> {
-        Ok(Arc::new(Broker {
-            tiers: config.tier_matcher()?,
+        let tiers = config.tier_matcher()?;
+        Ok(Arc::new_cyclic(|broker| Broker {
+            metrics: Metrics::new(broker.clone(), &config),
+            tiers,
             config: Arc::new(config),
             topics: Mutex::new(HashMap::new()),
             metadata: tokio::sync::Mutex::new(()),
@@ -223,14 +228,19 @@ impl Broker {
     /// Publishes to a topic, creating it if needed. `defer` delays delivery
     /// (in memory for now: a deferred message of a persistent topic is
     /// durable, but after a restart it is delivered without its delay).
+    /// Every publish front end (PUB, MPUB, DPUB, `/pub`, `/mpub`) comes
+    /// through here, so this is where `triage_publish_seconds` is observed.
     pub async fn publish(
         &self,
         topic: &str,
         bodies: Vec<Bytes>,
         defer: Option<Duration>,
     ) -> Result<(), TopicError> {
-        let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
-        self.topic(topic).await?.publish(bodies, due).await?;
+        let started = Instant::now();
+        let due = defer.filter(|d| !d.is_zero()).map(|d| started + d);
+        let topic = self.topic(topic).await?;
+        topic.publish(bodies, due).await?;
+        self.metrics.observe_publish(topic.tier, started.elapsed());
         Ok(())
     }
 

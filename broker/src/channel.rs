@@ -101,12 +101,16 @@ impl State {
     }
 }
 
-/// Counters nsqd reports per channel in `/stats`.
+/// Counters nsqd reports per channel in `/stats`, plus the delivered and
+/// finished counts `/metrics` reports (bumped by the session that sends or
+/// finishes).
 #[derive(Debug, Default)]
 pub struct ChannelCounters {
     pub message_count: AtomicU64,
     pub requeue_count: AtomicU64,
     pub timeout_count: AtomicU64,
+    pub delivered_count: AtomicU64,
+    pub finish_count: AtomicU64,
 }
 
 #[derive(Debug)]

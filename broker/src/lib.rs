@@ -8,7 +8,8 @@
 //! timer task for both. [`http`] serves nsqd's HTTP API over the same broker;
 //! [`server::Server`] binds both front ends and shuts them down. [`store`]
 //! is the RocksDB layer under persistent topics and [`backlog`] a persistent
-//! channel's view of its log; [`ctl`] is the HTTP client behind `triagectl`.
+//! channel's view of its log; [`ctl`] is the HTTP client behind `triagectl`; [`metrics`] serves
+//! Prometheus metrics at `GET /metrics`.
 
 pub mod backlog;
 pub mod broker;
@@ -16,6 +17,7 @@ pub mod channel;
 pub mod client;
 pub mod ctl;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tcp;

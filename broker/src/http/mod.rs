@@ -1,10 +1,10 @@
 //! nsqd's HTTP API on the HTTP port: `/ping`, `/info`, `/pub`, `/mpub`,
-//! `/stats`, and the topic and channel admin endpoints, with nsqd's status
+//! `/stats`, `/metrics` (Prometheus), and the topic and channel admin endpoints, with nsqd's status
 //! codes, error codes and `X-NSQ-Content-Type` header, so nsqadmin, nsq_stat
 //! and client libraries' HTTP helpers work unchanged.
 //!
 //! [`publish`] handles `/pub` and `/mpub`, [`admin`] the topic and channel
-//! endpoints, [`stats`] `/ping`, `/info` and `/stats`.
+//! endpoints, [`stats`] `/ping`, `/info`, `/stats` and `/metrics`.
 
 mod admin;
 mod publish;
@@ -41,6 +41,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/ping", get(stats::ping))
         .route("/info", get(stats::info))
         .route("/stats", get(stats::stats))
+        .route("/metrics", get(stats::metrics))
         .route("/pub", post(publish::publish))
         .route("/mpub", post(publish::multi_publish))
         .route("/topic/create", post(admin::topic_create))

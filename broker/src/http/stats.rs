@@ -1,5 +1,6 @@
 //! `/ping`, `/info` and `/stats`, the last in nsqd's JSON shape (nsqadmin,
-//! nsq_stat and nsq_exporter read it) plus a `tier` field per topic.
+//! nsq_stat and nsq_exporter read it) plus a `tier` field per topic; and
+//! `/metrics`, the same state for Prometheus (see [`crate::metrics`]).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -263,4 +264,16 @@ pub async fn stats(State(broker): State<Arc<Broker>>, Query(params): Query<Param
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response()
+}
+
+/// `GET /metrics`: Prometheus text exposition format.
+pub async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            crate::metrics::Metrics::content_type(),
+        )],
+        broker.metrics.render(),
+    )
+        .into_response()
 }

@@ -42,8 +42,10 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             },
         };
         let session = session::Session::new(broker.clone(), stream, remote_addr);
+        let counted = broker.metrics.connection();
         broker.tracker.spawn(async move {
             session.run().await;
+            drop(counted);
             drop(permit);
         });
     }

@@ -337,7 +337,15 @@ impl Session {
                     continue;
                 }
                 frame::encode_message(&msg, &mut self.conn.output);
-                self.info.message_count.fetch_add(1, Ordering::Relaxed);
+            }
+            let sent = (took - sampled_out) as u64;
+            if sent > 0 {
+                // Once per batch, not per message.
+                self.info.message_count.fetch_add(sent, Ordering::Relaxed);
+                channel
+                    .counters
+                    .delivered_count
+                    .fetch_add(sent, Ordering::Relaxed);
             }
             if sampled_out > 0 {
                 // The credit the dropped messages took is free again: take more now.

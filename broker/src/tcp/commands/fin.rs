@@ -17,6 +17,10 @@ pub(super) fn apply(session: &mut Session, id: &MessageId) -> Result<(), Protoco
         .finish(session.info.id, id)
         .map_err(|e| failed(id, &e.to_string()))?;
     session.info.finish_count.fetch_add(1, Ordering::Relaxed);
+    channel
+        .counters
+        .finish_count
+        .fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
