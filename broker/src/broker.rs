@@ -105,6 +105,15 @@ impl Broker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The sizes the protocol decoder enforces, for TCP and binary `/mpub` alike.
+    pub fn protocol_limits(&self) -> triage_protocol::Limits {
+        triage_protocol::Limits {
+            max_msg_size: self.config.max_msg_size,
+            max_body_size: self.config.max_body_size,
+            max_line_len: self.config.max_line_len,
+        }
+    }
+
     pub fn next_client_id(&self) -> ClientId {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }

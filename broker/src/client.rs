@@ -3,7 +3,7 @@
 //! connection task waits on. The connection task itself lives in [`crate::tcp`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -34,7 +34,6 @@ pub struct ClientInfo {
     pub message_count: AtomicU64,
     pub finish_count: AtomicU64,
     pub requeue_count: AtomicU64,
-    pub identified: AtomicBool,
     /// Wakes the connection when something outside it changed its state: a
     /// message of its timed out (credit regained), its channel was emptied or deleted.
     wake: Notify,
@@ -52,14 +51,12 @@ impl ClientInfo {
             message_count: AtomicU64::new(0),
             finish_count: AtomicU64::new(0),
             requeue_count: AtomicU64::new(0),
-            identified: AtomicBool::new(false),
             wake: Notify::new(),
         }
     }
 
     pub fn set_identity(&self, identity: ClientIdentity) {
         *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = identity;
-        self.identified.store(true, Ordering::Relaxed);
     }
 
     pub fn identity(&self) -> ClientIdentity {

@@ -58,7 +58,7 @@ pub async fn multi_publish(
         .is_some_and(|v| v != "false" && v != "0");
     let max_msg_size = broker.config.max_msg_size as usize;
     let bodies = if binary {
-        triage_protocol::command::decode_mpub_messages(body, &protocol_limits(&broker)).map_err(
+        triage_protocol::command::decode_mpub_messages(body, &broker.protocol_limits()).map_err(
             |e| {
                 // nsqd answers every decoding error with 413 and the TCP
                 // error code minus its `E_` prefix (`nsqd/http.go` doMPUB).
@@ -84,12 +84,4 @@ pub async fn multi_publish(
     }
     broker.publish(topic, bodies, None).await?;
     Ok(text("OK"))
-}
-
-fn protocol_limits(broker: &Broker) -> triage_protocol::Limits {
-    triage_protocol::Limits {
-        max_msg_size: broker.config.max_msg_size,
-        max_body_size: broker.config.max_body_size,
-        max_line_len: broker.config.max_line_len,
-    }
 }

@@ -99,11 +99,7 @@ pub struct Session {
 impl Session {
     pub fn new(broker: Arc<Broker>, stream: TcpStream, remote_addr: SocketAddr) -> Session {
         let config = &broker.config;
-        let limits = Limits {
-            max_msg_size: config.max_msg_size,
-            max_body_size: config.max_body_size,
-            max_line_len: config.max_line_len,
-        };
+        let limits = broker.protocol_limits();
         // Decompressed input never needs more than one whole command.
         let max_input = config.max_body_size as usize + config.max_line_len + 64;
         let settings = Settings {
