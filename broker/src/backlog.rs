@@ -175,6 +175,21 @@ impl Backlog {
         }
     }
 
+    /// A message released for another channel only (a delayed requeue):
+    /// this channel treats it as finished. `in_order`: it is being handed
+    /// over now, in log order, rather than held on disk for later.
+    pub fn skip(&mut self, seq: u64, in_order: bool) {
+        if seq < self.cursor {
+            return;
+        }
+        if in_order && !self.behind && seq == self.cursor {
+            self.cursor = seq + 1;
+        } else {
+            // A refill that meets it on disk passes over it.
+            self.finished_on_disk.insert(seq);
+        }
+    }
+
     pub fn finish(&mut self, seq: u64) {
         self.outstanding.remove(&seq);
         self.finished.push(seq);

@@ -11,13 +11,15 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use triage_config::{BrokerConfig, ConfigError, OverflowPolicy, Tier, TierMatcher};
+use triage_config::{BrokerConfig, ConfigError, OverflowPolicy, Tier, TierMatcher, TopicSettings};
+use triage_protocol::Message;
 
 use crate::channel::Channel;
 use crate::client::ClientId;
+use crate::delayed::{Clock, Delayed};
 use crate::metrics::Metrics;
-use crate::store::{ChannelMeta, Store, StoreError, StoredMessage, TopicMeta};
-use crate::topic::{PublishError, Topic};
+use crate::store::{ChannelMeta, DelayedMessage, Store, StoreError, StoredMessage, TopicMeta};
+use crate::topic::{PublishError, Topic, TopicSpec};
 
 /// How often FINs, watermarks and log trims of persistent topics are written.
 /// A crash loses at most this much of them, which means redeliveries, not losses.
@@ -30,6 +32,35 @@ fn saved_name(topic: &str, channel: Option<&str>) -> String {
     format!("{topic}/{}", channel.unwrap_or(""))
 }
 
+/// `<topic>.dead`, if that is a valid topic name.
+fn dead_letter_topic(topic: &str) -> Option<String> {
+    let name = format!("{topic}.dead");
+    (triage_protocol::names::is_valid_topic_name(&name)
+        && !triage_protocol::names::is_ephemeral(topic))
+    .then_some(name)
+}
+
+/// The body of a dead letter: the original message and why it died, as
+/// JSON. The body is a string when it is UTF-8, hex (`body_hex`) otherwise.
+fn dead_letter_body(topic: &str, channel: &str, msg: &Message, reason: &str) -> Bytes {
+    let mut envelope = serde_json::json!({
+        "topic": topic,
+        "channel": channel,
+        "id": String::from_utf8_lossy(msg.id.as_bytes()),
+        "attempts": msg.attempts,
+        "reason": reason,
+        "timestamp_ns": msg.timestamp_ns,
+    });
+    match std::str::from_utf8(&msg.body) {
+        Ok(text) => envelope["body"] = text.into(),
+        Err(_) => {
+            let hex: String = msg.body.iter().map(|b| format!("{b:02x}")).collect();
+            envelope["body_hex"] = hex.into();
+        }
+    }
+    Bytes::from(envelope.to_string())
+}
+
 /// Why a topic could not be created or found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
@@ -37,14 +68,21 @@ pub enum TopicError {
     NotFound(String),
     #[error("channel {1} of topic {0} not found")]
     ChannelNotFound(String, String),
-    #[error(
-        "the {0} tier is not available yet in this build of triage (memory and persistent are)"
-    )]
-    TierUnavailable(&'static str),
     #[error("topic {topic} already exists with tier {existing}")]
     TierConflict {
         topic: String,
         existing: &'static str,
+    },
+    #[error("topic {topic} already exists with other settings ({existing:?})")]
+    SettingsConflict {
+        topic: String,
+        existing: TopicSettings,
+    },
+    #[error("topic {topic}: {field} {reason}")]
+    InvalidSettings {
+        topic: String,
+        field: &'static str,
+        reason: String,
     },
     #[error(transparent)]
     Publish(#[from] PublishError),
@@ -73,6 +111,8 @@ pub struct Broker {
     pub tracker: TaskTracker,
     /// Served at `GET /metrics`; read from the topics at scrape time.
     pub metrics: Metrics,
+    /// The delayed tier's clock, scheduler wake-ups and pending counts.
+    pub delayed: Delayed,
 }
 
 impl Broker {
@@ -95,6 +135,7 @@ impl Broker {
             start_time: crate::client::unix_secs(),
             shutdown,
             tracker: TaskTracker::new(),
+            delayed: Delayed::new(Clock::new()),
         }))
     }
 
@@ -123,37 +164,60 @@ impl Broker {
         if let Some(topic) = self.lock().get(name) {
             return Ok(topic.clone());
         }
-        self.topic_with_tier(name, None).await
+        self.topic_with_tier(name, None, None).await
     }
 
-    /// Creates the topic (or returns the existing one). An explicit tier that
-    /// differs from an existing topic's is an error rather than a silent change.
+    /// Creates the topic (or returns the existing one). An explicit tier or
+    /// settings that differ from an existing topic's are an error rather
+    /// than a silent change; without them, the config's rules decide.
     pub async fn topic_with_tier(
         &self,
         name: &str,
         tier: Option<Tier>,
+        settings: Option<TopicSettings>,
     ) -> Result<Arc<Topic>, TopicError> {
         let _metadata = self.metadata.lock().await;
         if let Some(topic) = self.lock().get(name) {
-            return match tier {
-                Some(t) if t != topic.tier => Err(TopicError::TierConflict {
+            return match (tier, settings) {
+                (Some(t), _) if t != topic.tier => Err(TopicError::TierConflict {
                     topic: name.to_owned(),
                     existing: topic.tier.as_str(),
+                }),
+                (_, Some(s)) if s != topic.settings => Err(TopicError::SettingsConflict {
+                    topic: name.to_owned(),
+                    existing: topic.settings,
                 }),
                 _ => Ok(topic.clone()),
             };
         }
-        let tier = tier.unwrap_or_else(|| self.tiers.tier_for(name));
-        if tier == Tier::Delayed {
-            return Err(TopicError::TierUnavailable(tier.as_str()));
-        }
+        let (rule_tier, rule_settings) = self.tiers.rule_for(name);
+        let tier = tier.unwrap_or(rule_tier);
+        let settings = settings.unwrap_or(if tier == rule_tier {
+            rule_settings
+        } else {
+            TopicSettings::default()
+        });
+        settings
+            .check(tier, self.config.max_req_timeout)
+            .map_err(|(field, reason)| TopicError::InvalidSettings {
+                topic: name.to_owned(),
+                field,
+                reason,
+            })?;
         let ephemeral = triage_protocol::names::is_ephemeral(name);
+        let incarnation = if ephemeral {
+            0
+        } else {
+            u64::try_from(crate::client::unix_nanos()).unwrap_or(0)
+        };
         if !ephemeral {
             self.store
                 .put_topic(&TopicMeta {
                     name: name.to_owned(),
                     tier: tier.as_str().to_owned(),
                     paused: false,
+                    incarnation,
+                    settings,
                 })
                 .await?;
         }
@@ -162,30 +226,37 @@ impl Broker {
         } else {
             1
         };
-        let topic = self.new_topic(name, tier, next_seq);
+        let spec = TopicSpec {
+            tier,
+            settings,
+            incarnation,
+        };
+        let topic = self.new_topic(name, spec, next_seq);
         self.lock().insert(name.to_owned(), topic.clone());
         tracing::info!(topic = name, tier = tier.as_str(), "topic created");
         Ok(topic)
     }
 
-    /// Persistent topics keep a log; so do memory topics that spill their
-    /// overflow to it (never ephemeral ones: they drop overflow, as nsqd).
+    /// Persistent and delayed topics keep a log (a delayed topic's messages
+    /// go into it when due); so do memory topics that spill their overflow
+    /// to it (never ephemeral ones: they drop overflow, as nsqd).
     fn keeps_a_log(&self, name: &str, tier: Tier) -> bool {
         match tier {
-            Tier::Persistent => true,
+            Tier::Persistent | Tier::Delayed => true,
             Tier::Memory => {
                 self.config.memory_overflow == OverflowPolicy::Spill
                     && !triage_protocol::names::is_ephemeral(name)
             }
-            Tier::Delayed => false,
         }
     }
 
-    fn new_topic(&self, name: &str, tier: Tier, next_seq: u64) -> Arc<Topic> {
-        let store = self.keeps_a_log(name, tier).then(|| self.store.clone());
+    fn new_topic(&self, name: &str, spec: TopicSpec, next_seq: u64) -> Arc<Topic> {
+        let store = self
+            .keeps_a_log(name, spec.tier)
+            .then(|| self.store.clone());
         Topic::new(
             name,
-            tier,
+            spec,
             self.config.mem_queue_size,
             store,
             next_seq,
@@ -234,9 +305,11 @@ impl Broker {
         Ok(created)
     }
 
-    /// Publishes to a topic, creating it if needed. `defer` delays delivery
-    /// (in memory for now: a deferred message of a persistent topic is
-    /// durable, but after a restart it is delivered without its delay).
+    /// Publishes to a topic, creating it if needed. `defer` delays delivery;
+    /// so does a delayed topic's default delay. A deferred publish to a
+    /// persistent or delayed topic goes to the delayed tier in the store,
+    /// durably; to a memory topic it waits in memory (and a crash loses it,
+    /// like any memory-tier message).
     /// Every publish front end (PUB, MPUB, DPUB, `/pub`, `/mpub`) comes
     /// through here, so this is where `triage_publish_seconds` is observed.
     pub async fn publish(
@@ -246,11 +319,91 @@ impl Broker {
         defer: Option<Duration>,
     ) -> Result<(), TopicError> {
         let started = Instant::now();
-        let due = defer.filter(|d| !d.is_zero()).map(|d| started + d);
         let topic = self.topic(topic).await?;
-        topic.publish(bodies, due).await?;
+        let default_delay = (topic.tier == Tier::Delayed).then_some(topic.settings.delay);
+        let delay = defer.or(default_delay).filter(|d| !d.is_zero());
+        match delay {
+            Some(delay) if topic.tier != Tier::Memory && topic.is_durable() => {
+                self.publish_delayed(&topic, bodies, delay).await?;
+            }
+            _ => topic.publish(bodies, delay.map(|d| started + d)).await?,
+        }
         self.metrics.observe_publish(topic.tier, started.elapsed());
         Ok(())
+    }
+
+    /// Writes a deferred publish to the delayed tier; the scheduler moves it
+    /// into the topic's log when due.
+    async fn publish_delayed(
+        &self,
+        topic: &Topic,
+        bodies: Vec<Bytes>,
+        delay: Duration,
+    ) -> Result<(), TopicError> {
+        let due_ms = self.delayed.due_ms(delay, topic.settings.batch_window);
+        let timestamp_ns = crate::client::unix_nanos();
+        let entries: Vec<DelayedMessage> = bodies
+            .into_iter()
+            .map(|body| DelayedMessage {
+                topic: topic.name.clone(),
+                channel: None,
+                incarnation: topic.incarnation,
+                message: StoredMessage {
+                    timestamp_ns,
+                    attempts: 0,
+                    body,
+                },
+            })
+            .collect();
+        let keys = self
+            .store
+            .put_delayed(due_ms, &entries)
+            .await
+            .map_err(|source| PublishError::Store {
+                topic: topic.name.clone(),
+                source,
+            })?;
+        self.delayed.scheduled(&topic.name, None, &keys);
+        topic.count_published(
+            &entries
+                .into_iter()
+                .map(|e| e.message.body)
+                .collect::<Vec<_>>(),
+        );
+        Ok(())
+    }
+
+    /// `REQ` with a delay on a persistent or delayed topic: writes the
+    /// message to the delayed tier (and its channel's FIN mark) so the delay
+    /// survives a restart. If the write fails, the delay is kept in memory.
+    pub async fn requeue_delayed(&self, channel: &Channel, msg: Message, delay: Duration) {
+        let (Ok(topic), Some(seq)) = (self.existing_topic(&channel.topic_name), msg.id.to_u64())
+        else {
+            channel.defer_in_memory(msg, Instant::now() + delay);
+            return;
+        };
+        let due_ms = self.delayed.due_ms(delay, Duration::ZERO);
+        let entry = DelayedMessage {
+            topic: topic.name.clone(),
+            channel: Some(channel.name.clone()),
+            incarnation: topic.incarnation,
+            message: StoredMessage {
+                timestamp_ns: msg.timestamp_ns,
+                attempts: msg.attempts,
+                body: msg.body.clone(),
+            },
+        };
+        match self.store.requeue_delayed(due_ms, &entry, seq).await {
+            Ok(key) => {
+                channel.requeue_written(&msg.id);
+                self.delayed
+                    .scheduled(&topic.name, Some(&channel.name), &[key]);
+            }
+            Err(e) => {
+                tracing::warn!(topic = %topic.name, channel = %channel.name, error = %e, "cannot write a delayed requeue; its delay is kept in memory only");
+                channel.defer_in_memory(msg, Instant::now() + delay);
+            }
+        }
     }
 
     pub async fn pause_topic(&self, name: &str, paused: bool) -> Result<(), TopicError> {
@@ -261,6 +414,8 @@ impl Broker {
                 name: name.to_owned(),
                 tier: topic.tier.as_str().to_owned(),
                 paused,
+                incarnation: topic.incarnation,
+                settings: topic.settings,
             };
             self.store.put_topic(&meta).await?;
         }
@@ -298,6 +453,7 @@ impl Broker {
             .remove(name)
             .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
         topic.delete();
+        self.delayed.forget(name, None);
         if !topic.ephemeral {
             self.store.delete_topic(name).await?;
         }
@@ -311,6 +467,7 @@ impl Broker {
         let now_empty = topic.delete_channel(channel).ok_or_else(|| {
             TopicError::ChannelNotFound(topic_name.to_owned(), channel.to_owned())
         })?;
+        self.delayed.forget(topic_name, Some(channel));
         if !topic.ephemeral && !triage_protocol::names::is_ephemeral(channel) {
             self.store.delete_channel(topic_name, channel).await?;
         }
@@ -372,13 +529,19 @@ impl Broker {
     /// When the store cannot be read.
     pub fn recover(&self) -> Result<Vec<String>, StoreError> {
         let mut restored = Vec::new();
+        self.delayed.restore_counts(self.store.delayed_counts()?);
         for state in self.store.load_topics()? {
             let name = state.meta.name.clone();
             let Ok(tier) = state.meta.tier.parse::<Tier>() else {
                 tracing::warn!(topic = %name, tier = %state.meta.tier, "unknown tier in the store; topic skipped");
                 continue;
             };
-            let topic = self.new_topic(&name, tier, state.next_seq.max(1));
+            let spec = TopicSpec {
+                tier,
+                settings: state.meta.settings,
+                incarnation: state.meta.incarnation,
+            };
+            let topic = self.new_topic(&name, spec, state.next_seq.max(1));
             topic.restore_paused(state.meta.paused);
             if topic.is_durable() && state.channels.is_empty() {
                 if let Some(&(first, _)) = self.store.read_log(&name, 0, 1)?.first() {
@@ -512,13 +675,63 @@ impl Broker {
         }
     }
 
-    /// Checkpoints every persistent topic now.
+    /// Checkpoints every persistent topic now, and moves messages that
+    /// used up their attempts to their dead-letter topics.
     pub async fn checkpoint(&self) {
         for topic in self.topics() {
+            if topic.settings.max_attempts > 0 {
+                self.move_dead_letters(&topic).await;
+            }
             if let Err(e) = topic.checkpoint().await {
                 tracing::warn!(topic = %topic.name, error = %e, "checkpoint failed; will retry");
             }
         }
+    }
+
+    /// Publishes what `topic`'s channels set aside as dead to the persistent
+    /// topic `<topic>.dead`, each as a JSON envelope with its attempts and
+    /// the reason; only then is the original finished.
+    async fn move_dead_letters(&self, topic: &Topic) {
+        let dead_topic = dead_letter_topic(&topic.name);
+        for channel in topic.snapshot().channels {
+            let dead = channel.take_dead();
+            if dead.is_empty() {
+                continue;
+            }
+            let bodies = dead
+                .iter()
+                .map(|(msg, reason)| dead_letter_body(&topic.name, &channel.name, msg, reason))
+                .collect();
+            let published = match &dead_topic {
+                Some(name) => self.publish_dead(name, bodies).await,
+                None => Err(format!(
+                    "{}.dead is not a valid topic name (too long)",
+                    topic.name
+                )),
+            };
+            match published {
+                Ok(()) => {
+                    let ids: Vec<_> = dead.iter().map(|(m, _)| m.id).collect();
+                    channel.dead_written(&ids);
+                    tracing::info!(topic = %topic.name, channel = %channel.name, count = ids.len(), "messages moved to the dead-letter topic");
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %topic.name, channel = %channel.name, error = %e, "cannot move messages to the dead-letter topic; will retry");
+                    channel.restore_dead(dead);
+                }
+            }
+        }
+    }
+
+    async fn publish_dead(&self, name: &str, bodies: Vec<Bytes>) -> Result<(), String> {
+        let topic = match self.existing_topic(name) {
+            Ok(topic) => topic,
+            Err(_) => self
+                .topic_with_tier(name, Some(Tier::Persistent), None)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        topic.publish(bodies, None).await.map_err(|e| e.to_string())
     }
 
     /// Checkpoints every [`CHECKPOINT_INTERVAL`] until shutdown.

@@ -51,7 +51,25 @@ struct InFlight {
 pub struct Durable {
     pub backlog: Backlog,
     pub store: Arc<Store>,
+    /// Persistent and delayed tiers: a requeue with a delay goes to the
+    /// delayed tier in the store (memory-tier topics keep it in memory).
+    pub defer_requeues: bool,
 }
+
+/// What became of a requeued message.
+#[derive(Debug)]
+pub enum Requeued {
+    /// Queued again, deferred in memory, or set aside for `<topic>.dead`.
+    Done,
+    /// Out of flight and to be written to the delayed tier by the caller,
+    /// who then calls [`Channel::requeue_written`] (or, if the write failed,
+    /// [`Channel::defer_in_memory`]).
+    ToStore(Message),
+}
+
+/// Why a message went to `<topic>.dead`.
+pub const DEAD_REQUEUED: &str = "requeued";
+pub const DEAD_TIMED_OUT: &str = "timed out";
 
 /// What a checkpoint writes for one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +92,10 @@ struct State {
     deleted: bool,
     /// `Some` for channels of persistent topics.
     backlog: Option<Backlog>,
+    /// Messages that reached `max_attempts`, with the reason, waiting for
+    /// the checkpoint to move them to `<topic>.dead`. At most what was in
+    /// flight, so bounded by the consumers' RDY.
+    dead: Vec<(Message, &'static str)>,
 }
 
 impl State {
@@ -121,6 +143,11 @@ pub struct Channel {
     pub ephemeral: bool,
     /// Memory-tier bound: queued plus deferred messages.
     bound: u64,
+    /// 0: never dead-letter; else a message delivered this many times that
+    /// comes back (REQ or timeout) goes to `<topic>.dead`.
+    max_attempts: u16,
+    /// See [`Durable::defer_requeues`].
+    defer_requeues: bool,
     state: Mutex<State>,
     /// Consumers with credit and nothing to take wait here; every put wakes them.
     available: Notify,
@@ -154,18 +181,25 @@ impl Channel {
         topic_name: &str,
         name: &str,
         bound: u64,
+        max_attempts: u16,
         durable: Option<Durable>,
         cancel: CancellationToken,
     ) -> Arc<Channel> {
-        let (backlog, store) = match durable {
-            Some(Durable { backlog, store }) => (Some(backlog), Some(store)),
-            None => (None, None),
+        let (backlog, store, defer_requeues) = match durable {
+            Some(Durable {
+                backlog,
+                store,
+                defer_requeues,
+            }) => (Some(backlog), Some(store), defer_requeues),
+            None => (None, None, false),
         };
         Arc::new(Channel {
             name: name.to_owned(),
             topic_name: topic_name.to_owned(),
             ephemeral: triage_protocol::names::is_ephemeral(name),
             bound,
+            max_attempts,
+            defer_requeues,
             state: Mutex::new(State {
                 backlog,
                 ..State::default()
@@ -386,31 +420,89 @@ impl Channel {
         Ok(entry.delivered_at.elapsed())
     }
 
-    /// `REQ`: back to the queue now, or deferred by `delay`.
+    /// Whether a message coming back has used up its attempts.
+    fn is_spent(&self, msg: &Message) -> bool {
+        self.max_attempts > 0 && msg.attempts >= self.max_attempts
+    }
+
+    /// `REQ`: back to the queue now, or deferred by `delay`: in the store
+    /// for persistent and delayed topics (the caller writes it), in memory
+    /// otherwise. A message that has used up `max_attempts` goes to
+    /// `<topic>.dead` instead.
     pub fn requeue(
         &self,
         client: ClientId,
         id: &MessageId,
         delay: Duration,
-    ) -> Result<(), InFlightError> {
+    ) -> Result<Requeued, InFlightError> {
         let mut state = self.lock();
         Self::check_owner(&state, client, id)?;
         let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
         self.counters.requeue_count.fetch_add(1, Ordering::Relaxed);
+        if self.is_spent(&entry.msg) {
+            state.dead.push((entry.msg, DEAD_REQUEUED));
+            return Ok(Requeued::Done);
+        }
         if delay.is_zero() {
             state.queue.push_back(entry.msg);
             drop(state);
             self.available.notify_waiters();
-        } else {
-            let due = Instant::now() + delay;
-            let earlier = state.next_deadline().is_none_or(|next| due < next);
-            state.deferred.insert((due, entry.msg.id), entry.msg);
-            drop(state);
-            if earlier {
-                self.timer_wake.notify_one();
+            return Ok(Requeued::Done);
+        }
+        if self.defer_requeues && state.backlog.is_some() && entry.msg.id.to_u64().is_some() {
+            return Ok(Requeued::ToStore(entry.msg));
+        }
+        drop(state);
+        self.defer_in_memory(entry.msg, Instant::now() + delay);
+        Ok(Requeued::Done)
+    }
+
+    /// Defers a message in memory until `due`.
+    pub fn defer_in_memory(&self, msg: Message, due: Instant) {
+        let mut state = self.lock();
+        let earlier = state.next_deadline().is_none_or(|next| due < next);
+        state.deferred.insert((due, msg.id), msg);
+        drop(state);
+        if earlier {
+            self.timer_wake.notify_one();
+        }
+    }
+
+    /// A [`Requeued::ToStore`] message is in the delayed tier now (and FIN
+    /// marked at its log seq there): the channel is done with that seq.
+    pub fn requeue_written(&self, id: &MessageId) {
+        if let (Some(backlog), Some(seq)) = (self.lock().backlog.as_mut(), id.to_u64()) {
+            backlog.finish(seq);
+        }
+    }
+
+    /// Seqs released for another channel only: this one passes over them.
+    pub fn skip(&self, seqs: std::ops::Range<u64>, in_order: bool) {
+        if let Some(backlog) = self.lock().backlog.as_mut() {
+            for seq in seqs {
+                backlog.skip(seq, in_order);
             }
         }
-        Ok(())
+    }
+
+    /// Takes the messages waiting to go to `<topic>.dead`.
+    pub fn take_dead(&self) -> Vec<(Message, &'static str)> {
+        std::mem::take(&mut self.lock().dead)
+    }
+
+    /// Dead letters are written to `<topic>.dead`: done with them here.
+    pub fn dead_written(&self, ids: &[MessageId]) {
+        let mut state = self.lock();
+        if let Some(backlog) = state.backlog.as_mut() {
+            for seq in ids.iter().filter_map(MessageId::to_u64) {
+                backlog.finish(seq);
+            }
+        }
+    }
+
+    /// Dead letters that could not be written: queued again, to try later.
+    pub fn restore_dead(&self, dead: Vec<(Message, &'static str)>) {
+        self.lock().dead.extend(dead);
     }
 
     /// `TOUCH`: the timeout starts again, capped at delivery + `max_msg_timeout`.
@@ -457,8 +549,12 @@ impl Channel {
                 if let Some(consumer) = state.consumers.get(&entry.client) {
                     consumer.info.wake(); // its connection has credit again
                 }
-                state.queue.push_back(entry.msg);
-                released = true;
+                if self.is_spent(&entry.msg) {
+                    state.dead.push((entry.msg, DEAD_TIMED_OUT));
+                } else {
+                    state.queue.push_back(entry.msg);
+                    released = true;
+                }
             }
         }
         while let Some(entry) = state.deferred.first_entry() {
@@ -517,6 +613,7 @@ impl Channel {
         let mut state = self.lock();
         state.queue.clear();
         state.deferred.clear();
+        state.dead.clear();
         state.in_flight.clear();
         state.deadlines.clear();
         if let Some(backlog) = state.backlog.as_mut() {
@@ -553,6 +650,7 @@ impl Channel {
             .map(|f| f.msg.clone())
             .chain(state.queue.iter().cloned())
             .chain(state.deferred.values().cloned())
+            .chain(state.dead.iter().map(|(m, _)| m.clone()))
             .collect()
     }
 

@@ -16,6 +16,7 @@ pub mod broker;
 pub mod channel;
 pub mod client;
 pub mod ctl;
+pub mod delayed;
 pub mod http;
 pub mod metrics;
 pub mod server;

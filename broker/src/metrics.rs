@@ -162,6 +162,7 @@ struct BrokerCollector {
     backend_depth: IntGaugeVec,
     deferred: IntGaugeVec,
     consumers: IntGaugeVec,
+    delayed_pending: IntGaugeVec,
     store_fsyncs: IntCounter,
     store_fsync_seconds: Counter,
     store_batches: IntCounter,
@@ -233,12 +234,20 @@ impl BrokerCollector {
             ),
             deferred: gauge_vec(
                 "triage_channel_deferred",
-                "Deferred messages (DPUB, REQ with a delay) waiting for their time.",
+                "Deferred messages (DPUB, REQ with a delay) waiting for their time, in memory or in the delayed tier.",
             ),
             consumers: gauge_vec(
                 "triage_channel_consumers",
                 "Consumers subscribed to a channel.",
             ),
+            delayed_pending: IntGaugeVec::new(
+                Opts::new(
+                    "triage_delayed_pending",
+                    "Entries waiting in the delayed tier: deferred publishes and delayed requeues of a topic and its channels.",
+                ),
+                &["topic"],
+            )
+            .expect("valid metric"),
             store_fsyncs: counter("triage_store_fsyncs_total", "WAL fsyncs of the store."),
             store_fsync_seconds: Counter::new(
                 "triage_store_fsync_seconds_total",
@@ -272,7 +281,7 @@ impl BrokerCollector {
         }
     }
 
-    fn vecs(&self) -> [&dyn Collector; 18] {
+    fn vecs(&self) -> [&dyn Collector; 19] {
         [
             &self.published,
             &self.delivered,
@@ -284,6 +293,7 @@ impl BrokerCollector {
             &self.backend_depth,
             &self.deferred,
             &self.consumers,
+            &self.delayed_pending,
             &self.store_fsyncs,
             &self.store_fsync_seconds,
             &self.store_batches,
@@ -306,12 +316,21 @@ impl BrokerCollector {
         self.backend_depth.reset();
         self.deferred.reset();
         self.consumers.reset();
+        self.delayed_pending.reset();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         for topic in broker.topics() {
             let tier = topic.tier.as_str();
             self.published
                 .with_label_values(&[topic.name.as_str(), tier])
                 .inc_by(load(&topic.message_count));
+            if topic.tier != Tier::Memory {
+                self.delayed_pending
+                    .with_label_values(&[topic.name.as_str()])
+                    .set(
+                        i64::try_from(broker.delayed.pending_total(&topic.name))
+                            .unwrap_or(i64::MAX),
+                    );
+            }
             for channel in topic.snapshot().channels {
                 let tc = [topic.name.as_str(), channel.name.as_str()];
                 let c = &channel.counters;
@@ -336,7 +355,12 @@ impl BrokerCollector {
                 set(&self.depth, snapshot.depth);
                 set(&self.in_flight, snapshot.in_flight);
                 set(&self.backend_depth, snapshot.backend_depth);
-                set(&self.deferred, snapshot.deferred);
+                // As /stats: in memory plus what waits in the delayed tier.
+                let delayed = broker
+                    .delayed
+                    .pending_for_channel(&topic.name, &channel.name)
+                    + broker.delayed.pending_for_topic(&topic.name);
+                set(&self.deferred, snapshot.deferred + delayed);
                 set(&self.consumers, snapshot.clients.len() as u64);
             }
         }

@@ -113,6 +113,9 @@ impl Server {
             .tracker
             .spawn(crate::http::serve(broker.clone(), http_listener));
         broker.tracker.spawn(broker.clone().run_checkpoints());
+        broker
+            .tracker
+            .spawn(crate::delayed::run_scheduler(broker.clone()));
         Ok(Server {
             broker,
             tcp_addr,

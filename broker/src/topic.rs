@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use triage_config::Tier;
+use triage_config::{Tier, TopicSettings};
 use triage_protocol::{Message, MessageId};
 
 use crate::backlog::Backlog;
 use crate::channel::{Channel, Durable};
 use crate::client::unix_nanos;
-use crate::store::{Store, StoreError, StoredMessage};
+use crate::store::{DelayedKey, DelayedRelease, Store, StoreError, StoredMessage};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -41,6 +41,24 @@ pub enum PublishError {
 /// A message with its due time, if deferred.
 type Held = (Message, Option<Instant>);
 
+/// A publish waiting in the sequencer for the ones before it.
+#[derive(Debug)]
+struct Handover {
+    count: u64,
+    msgs: Vec<Held>,
+    /// Delayed requeues go back to their channel only.
+    only: Option<String>,
+}
+
+/// What a topic is, as created or recovered.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicSpec {
+    pub tier: Tier,
+    pub settings: TopicSettings,
+    /// Tells this topic from an earlier one of the same name; see `TopicMeta`.
+    pub incarnation: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     channels: HashMap<String, Arc<Channel>>,
@@ -51,7 +69,7 @@ struct State {
     /// Persistent topics: publishes whose writes finished before an earlier
     /// one's, by first seq, waiting to be handed over in log order. A failed
     /// write leaves an empty entry so the order can move past it.
-    sequencer: BTreeMap<u64, (u64, Vec<Held>)>,
+    sequencer: BTreeMap<u64, Handover>,
     /// Persistent topics without a channel: the first seq held for the first
     /// channel to come. The messages themselves stay on disk.
     held_from: Option<u64>,
@@ -68,6 +86,8 @@ struct Checkpointed {
 pub struct Topic {
     pub name: String,
     pub tier: Tier,
+    pub settings: TopicSettings,
+    pub incarnation: u64,
     pub ephemeral: bool,
     bound: u64,
     /// std Mutex: short sections with no `.await` (see the module doc for lock order).
@@ -101,7 +121,7 @@ impl Topic {
     /// `store` makes the topic persistent; `next_seq` is where its ids resume.
     pub fn new(
         name: &str,
-        tier: Tier,
+        spec: TopicSpec,
         bound: u64,
         store: Option<Arc<Store>>,
         next_seq: u64,
@@ -110,7 +130,9 @@ impl Topic {
     ) -> Arc<Topic> {
         Arc::new(Topic {
             name: name.to_owned(),
-            tier,
+            tier: spec.tier,
+            settings: spec.settings,
+            incarnation: spec.incarnation,
             ephemeral: triage_protocol::names::is_ephemeral(name),
             bound,
             state: Mutex::new(State::default()),
@@ -210,9 +232,80 @@ impl Topic {
             first,
             count,
             msgs: Some(msgs.into_iter().map(|m| (m, due)).collect()),
+            only: None,
         };
         let written = store.append(&self.name, first, &stored).await;
         // Durable (or failed): hand over in log order, after any earlier publish.
+        in_order.finish(written.is_ok());
+        written.map_err(|source| PublishError::Store {
+            topic: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Moves due delayed entries into the log and on to the channels, in
+    /// log order with publishes: every channel's for a deferred publish,
+    /// only `channel`'s for a delayed requeue (the others get FIN marks at
+    /// those seqs, in the same write, and skip them).
+    ///
+    /// # Errors
+    /// When the topic was deleted or the write failed; the entries stay pending.
+    pub async fn release_delayed(
+        &self,
+        channel: Option<&str>,
+        entries: Vec<(DelayedKey, StoredMessage)>,
+    ) -> Result<(), PublishError> {
+        let Some(store) = &self.store else {
+            return Err(PublishError::Exiting(self.name.clone()));
+        };
+        let count = entries.len() as u64;
+        let (first, skip_channels) = {
+            let state = self.lock();
+            if state.deleted {
+                return Err(PublishError::Exiting(self.name.clone()));
+            }
+            let skip: Vec<String> = match channel {
+                Some(only) => state
+                    .channels
+                    .values()
+                    .filter(|c| c.name != only && !c.ephemeral)
+                    .map(|c| c.name.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
+            (self.next_seq.fetch_add(count, Ordering::Relaxed), skip)
+        };
+        let (keys, stored): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
+        let msgs: Vec<Held> = stored
+            .iter()
+            .zip(first..)
+            .map(|(m, seq)| {
+                let msg = Message {
+                    timestamp_ns: m.timestamp_ns,
+                    attempts: m.attempts,
+                    id: MessageId::from_u64(seq),
+                    body: m.body.clone(),
+                };
+                (msg, None)
+            })
+            .collect();
+        let mut in_order = InOrder {
+            topic: self,
+            first,
+            count,
+            msgs: Some(msgs),
+            only: channel.map(str::to_owned),
+        };
+        let written = store
+            .release_delayed(DelayedRelease {
+                topic: &self.name,
+                channel,
+                first_seq: first,
+                messages: &stored,
+                keys: &keys,
+                skip_channels: &skip_channels,
+            })
+            .await;
         in_order.finish(written.is_ok());
         written.map_err(|source| PublishError::Store {
             topic: self.name.clone(),
@@ -224,9 +317,9 @@ impl Topic {
     /// over, in log order, every publish that is no longer waiting for an
     /// earlier one. In-order hand-over is what lets a channel's [`Backlog`]
     /// keep a single cursor into the log.
-    fn sequence(&self, first: u64, count: u64, msgs: Vec<(Message, Option<Instant>)>) {
+    fn sequence(&self, first: u64, handover: Handover) {
         let mut state = self.lock();
-        state.sequencer.insert(first, (count, msgs));
+        state.sequencer.insert(first, handover);
         loop {
             let next = self.handed_over.load(Ordering::Acquire);
             let Some(entry) = state.sequencer.first_entry() else {
@@ -235,17 +328,23 @@ impl Topic {
             if *entry.key() != next {
                 break;
             }
-            let (count, msgs) = entry.remove();
+            let Handover { count, msgs, only } = entry.remove();
             self.handed_over.store(next + count, Ordering::Release);
             if state.deleted {
                 continue;
             }
+            let seqs = next..next + count;
             if state.channels.is_empty() || state.paused {
                 // Held on disk for the first channel, or until unpause. A
-                // deferred message's due time lives only in memory (for now),
-                // so those stay in memory.
+                // deferred message of a spilling memory topic has its due
+                // time only in memory, so those stay in memory.
                 if state.channels.is_empty() {
                     state.held_from.get_or_insert(next);
+                }
+                for channel in state.channels.values() {
+                    if only.as_deref().is_some_and(|only| only != channel.name) {
+                        channel.skip(seqs.clone(), false);
+                    }
                 }
                 state
                     .pending
@@ -255,7 +354,10 @@ impl Topic {
             // Released before the channels see them: see `Backlog::apply_refill`.
             self.released.store(next + count, Ordering::Release);
             for channel in state.channels.values() {
-                channel.put_all(msgs.iter().cloned());
+                match &only {
+                    Some(only) if *only != channel.name => channel.skip(seqs.clone(), true),
+                    _ => channel.put_all(msgs.iter().cloned()),
+                }
             }
         }
         if !state.paused && state.channels.is_empty() {
@@ -299,12 +401,17 @@ impl Topic {
         Ok(())
     }
 
+    /// Counts accepted messages in `message_count` and `message_bytes`.
+    pub fn count_published(&self, bodies: &[Bytes]) {
+        let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+        self.message_count
+            .fetch_add(bodies.len() as u64, Ordering::Relaxed);
+        self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     fn make_messages(&self, first: u64, bodies: Vec<Bytes>) -> Vec<Message> {
         let timestamp_ns = unix_nanos();
-        let count = bodies.len() as u64;
-        let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
-        self.message_count.fetch_add(count, Ordering::Relaxed);
-        self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.count_published(&bodies);
         bodies
             .into_iter()
             .zip(first..)
@@ -391,6 +498,7 @@ impl Topic {
                 let durable = (!triage_protocol::names::is_ephemeral(name)).then(|| Durable {
                     backlog,
                     store: store.clone(),
+                    defer_requeues: self.tier != Tier::Memory,
                 });
                 let pending = if first_channel && !state.paused {
                     state.pending.drain(..).collect()
@@ -410,7 +518,14 @@ impl Topic {
                 (self.next_seq.load(Ordering::Relaxed), None, pending)
             }
         };
-        let channel = Channel::new(&self.name, name, bound, durable, self.cancel.child_token());
+        let channel = Channel::new(
+            &self.name,
+            name,
+            bound,
+            self.settings.max_attempts,
+            durable,
+            self.cancel.child_token(),
+        );
         self.tracker.spawn(channel.clone().run_timer());
         // Held in memory, so not (only) on disk: into memory whatever the window.
         channel.put_in_memory(pending);
@@ -433,8 +548,16 @@ impl Topic {
         let durable = self.store.as_ref().map(|store| Durable {
             backlog: Backlog::on_disk_from(watermark, finished, self.released.clone()),
             store: store.clone(),
+            defer_requeues: self.tier != Tier::Memory,
         });
-        let channel = Channel::new(&self.name, name, bound, durable, self.cancel.child_token());
+        let channel = Channel::new(
+            &self.name,
+            name,
+            bound,
+            self.settings.max_attempts,
+            durable,
+            self.cancel.child_token(),
+        );
         self.tracker.spawn(channel.clone().run_timer());
         channel.pause(paused);
         self.checkpointed_lock()
@@ -650,6 +773,7 @@ struct InOrder<'a> {
     first: u64,
     count: u64,
     msgs: Option<Vec<(Message, Option<Instant>)>>,
+    only: Option<String>,
 }
 
 impl InOrder<'_> {
@@ -658,7 +782,12 @@ impl InOrder<'_> {
     fn finish(&mut self, written: bool) {
         if let Some(msgs) = self.msgs.take() {
             let msgs = if written { msgs } else { Vec::new() };
-            self.topic.sequence(self.first, self.count, msgs);
+            let handover = Handover {
+                count: self.count,
+                msgs,
+                only: self.only.take(),
+            };
+            self.topic.sequence(self.first, handover);
         }
     }
 }

@@ -17,6 +17,7 @@ async fn broker() -> TestBroker {
     start_broker(|config| {
         config.default_tier = Tier::Persistent;
         config.tier_rules = vec![TierRule {
+            settings: Default::default(),
             pattern: "urgent*".into(),
             tier: Tier::Memory,
         }];

@@ -1004,17 +1004,51 @@ async fn topic_create_takes_an_optional_tier() {
         "persistent"
     );
 
+    broker
+        .post_ok(
+            "/topic/create?topic=later&tier=delayed&delay=30m&batch_window=1m&max_attempts=5",
+            "",
+        )
+        .await;
+    assert_eq!(
+        broker.topic_stats("later").await.unwrap()["tier"],
+        "delayed"
+    );
+    // The same again is fine; other settings for an existing topic are not.
+    broker
+        .post_ok(
+            "/topic/create?topic=later&tier=delayed&delay=1800000&batch_window=60s&max_attempts=5",
+            "",
+        )
+        .await;
     let reply = broker
-        .post("/topic/create?topic=later&tier=delayed", "")
+        .post("/topic/create?topic=later&tier=delayed&delay=1m", "")
         .await;
     assert_eq!(reply.status, 400, "{}", reply.text());
-    let message = reply.message();
-    assert!(message.starts_with("INVALID_TIER"), "{message}");
     assert!(
-        message.contains("delayed") && message.contains("not available"),
-        "the reason should say the tier is not built: {message}"
+        reply.message().starts_with("INVALID_SETTINGS"),
+        "{}",
+        reply.message()
     );
-    assert!(broker.topic_stats("later").await.is_none());
+
+    // A delay belongs to the delayed tier; bad values name the parameter.
+    for (query, expected) in [
+        ("topic=p1&tier=persistent&delay=5s", "INVALID_SETTINGS"),
+        ("topic=p2&tier=delayed&delay=soon", "INVALID_DELAY"),
+        (
+            "topic=p3&tier=delayed&batch_window=-1",
+            "INVALID_BATCH_WINDOW",
+        ),
+        ("topic=p4&max_attempts=70000", "INVALID_MAX_ATTEMPTS"),
+        ("topic=p5&tier=delayed&delay=2h", "INVALID_SETTINGS"),
+    ] {
+        let reply = broker.post(&format!("/topic/create?{query}"), "").await;
+        assert_eq!(reply.status, 400, "{query}: {}", reply.text());
+        let message = reply.message();
+        assert!(message.starts_with(expected), "{query}: {message}");
+    }
+    assert!(broker.topic_stats("p1").await.is_none());
+    assert!(broker.topic_stats("p5").await.is_none());
 
     let reply = broker.post("/topic/create?topic=odd&tier=bogus", "").await;
     assert_eq!(reply.status, 400, "{}", reply.text());

@@ -351,6 +351,10 @@ async fn counters_and_gauges_follow_the_traffic() {
     assert_eq!(get("triage_channel_depth", tct), 2.0);
     assert_eq!(get("triage_channel_in_flight", tct), 0.0);
     assert_eq!(get("triage_channel_deferred", tct), 1.0);
+    // The REQ with a delay waits in the delayed tier (a persistent topic).
+    if tier == "persistent" {
+        assert_eq!(get("triage_delayed_pending", &[("topic", topic)]), 1.0);
+    }
     assert_eq!(get("triage_channel_backend_depth", tct), 0.0);
     assert_eq!(get("triage_channel_consumers", tct), 1.0);
     assert_eq!(get("triage_channel_depth", idle), 5.0);

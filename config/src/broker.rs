@@ -334,6 +334,15 @@ impl BrokerConfig {
                 ));
             }
         }
+        for (i, rule) in self.tier_rules.iter().enumerate() {
+            if let Err((field, reason)) = rule.settings.check(rule.tier, self.max_req_timeout) {
+                let value = match field {
+                    "delay" => format!("{:?}", rule.settings.delay),
+                    _ => format!("{:?}", rule.settings.batch_window),
+                };
+                return Err(invalid(&format!("tier_rules[{i}].{field}"), value, reason));
+            }
+        }
         self.tier_matcher().map(drop)
     }
 

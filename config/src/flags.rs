@@ -448,6 +448,7 @@ pub(crate) fn tier_rule(s: &str) -> Result<TierRule, String> {
         .rsplit_once('=')
         .ok_or_else(|| "expected PATTERN=TIER, e.g. tickets.*=persistent".to_owned())?;
     Ok(TierRule {
+        settings: Default::default(),
         pattern: pattern.trim().to_owned(),
         tier: name(tier)?,
     })
@@ -609,10 +610,12 @@ mod tests {
             args.tier_rule,
             vec![
                 TierRule {
+                    settings: Default::default(),
                     pattern: "tickets.*".into(),
                     tier: Tier::Persistent
                 },
                 TierRule {
+                    settings: Default::default(),
                     pattern: "batch-*".into(),
                     tier: Tier::Delayed
                 },

@@ -22,4 +22,4 @@ pub use broker::{BrokerConfig, LogFormat};
 pub use flags::{normalize_nsqd_args, BrokerArgs};
 pub use load::{broker_from_toml, load_broker, load_broker_with_env, ConfigError, Origin};
 pub use sync::{ParseSyncPolicyError, SyncPolicy};
-pub use tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};
+pub use tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule, TopicSettings};

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::broker::BrokerConfig;
 use crate::flags::{self, BrokerArgs};
-use crate::tier::TierRule;
+use crate::tier::{TierRule, TopicSettings};
 
 /// A configuration problem. Each message names the key, where its value came
 /// from, and what would have been accepted.
@@ -541,10 +541,12 @@ fn list(raw: &Raw) -> Result<Vec<String>, String> {
     }
 }
 
-/// `[[tier_rules]]` tables with exactly `pattern` and `tier`, or text
+/// `[[tier_rules]]` tables with `pattern` and `tier` and, optionally, the
+/// topic settings `delay`, `batch_window` and `max_attempts`; or text
 /// `PATTERN=TIER,PATTERN=TIER` (empty text is no rules).
 fn tier_rules(raw: &Raw) -> Result<Vec<TierRule>, String> {
     const EXPECTED: &str = "expected [[tier_rules]] tables with pattern and tier";
+    const ALLOWED: &[&str] = &["pattern", "tier", "delay", "batch_window", "max_attempts"];
     let items = match raw {
         Raw::Toml(toml::Value::Array(items)) => items,
         Raw::Text(text) => {
@@ -563,23 +565,49 @@ fn tier_rules(raw: &Raw) -> Result<Vec<TierRule>, String> {
             let toml::Value::Table(table) = item else {
                 return Err(format!("{EXPECTED} (entry {i} is a {})", item.type_str()));
             };
-            if let Some(key) = table.keys().find(|k| *k != "pattern" && *k != "tier") {
+            if let Some(key) = table.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
                 return Err(format!(
-                    "{EXPECTED} (entry {i} has unknown key {key:?}; allowed: pattern, tier)"
+                    "{EXPECTED} (entry {i} has unknown key {key:?}; allowed: {})",
+                    ALLOWED.join(", ")
                 ));
             }
-            let field = |key: &str| match table.get(key) {
-                Some(toml::Value::String(s)) => Ok(s.as_str()),
+            let string = |key: &str| match table.get(key) {
+                Some(toml::Value::String(s)) => Ok(Some(s.as_str())),
                 Some(other) => Err(format!(
                     "{EXPECTED} (entry {i}: {key} must be a string, not a {})",
                     other.type_str()
                 )),
-                None => Err(format!("{EXPECTED} (entry {i} has no {key})")),
+                None => Ok(None),
             };
-            let tier = flags::name(field("tier")?).map_err(|e| format!("entry {i}: tier {e}"))?;
+            let required = |key: &str| {
+                string(key)?.ok_or_else(|| format!("{EXPECTED} (entry {i} has no {key})"))
+            };
+            let duration = |key: &str| match table.get(key) {
+                None => Ok(Duration::ZERO),
+                Some(value) => self::duration(&Raw::Toml(value.clone()))
+                    .map_err(|e| format!("entry {i}: {key} {e}")),
+            };
+            let max_attempts = match table.get("max_attempts") {
+                None => 0,
+                Some(toml::Value::Integer(n)) => u16::try_from(*n)
+                    .map_err(|_| format!("entry {i}: max_attempts must be 0 to 65535, not {n}"))?,
+                Some(other) => {
+                    return Err(format!(
+                        "entry {i}: max_attempts must be an integer, not a {}",
+                        other.type_str()
+                    ))
+                }
+            };
+            let tier =
+                flags::name(required("tier")?).map_err(|e| format!("entry {i}: tier {e}"))?;
             Ok(TierRule {
-                pattern: field("pattern")?.to_owned(),
+                pattern: required("pattern")?.to_owned(),
                 tier,
+                settings: TopicSettings {
+                    delay: duration("delay")?,
+                    batch_window: duration("batch_window")?,
+                    max_attempts,
+                },
             })
         })
         .collect()

@@ -31,11 +31,71 @@ pub enum OverflowPolicy {
     Spill,
 }
 
-/// `pattern` is a glob over topic names (`tickets.*`, `batch-*`).
+/// `pattern` is a glob over topic names (`tickets.*`, `batch-*`); the first
+/// rule that matches gives a new topic its tier and its settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierRule {
     pub pattern: String,
     pub tier: Tier,
+    pub settings: TopicSettings,
+}
+
+/// Per-topic delivery settings, from a [`TierRule`] or `/topic/create`.
+/// The defaults change nothing: no delay, no batching, no dead letters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// Delayed tier: every publish without its own delay waits this long.
+    pub delay: std::time::Duration,
+    /// Delayed tier: due times are rounded up to a multiple of this, so
+    /// messages due within one window are released together at its end.
+    pub batch_window: std::time::Duration,
+    /// A message that has been delivered this many times and is requeued
+    /// (or times out) again moves to `<topic>.dead`. 0: never (as nsqd).
+    pub max_attempts: u16,
+}
+
+impl TopicSettings {
+    /// Why these settings cannot apply to a topic of `tier` whose longest
+    /// allowed delay is `max_delay`, naming the offending field.
+    ///
+    /// # Errors
+    /// `(field, reason)` for the first bad field.
+    pub fn check(
+        &self,
+        tier: Tier,
+        max_delay: std::time::Duration,
+    ) -> Result<(), (&'static str, String)> {
+        if tier != Tier::Delayed {
+            if !self.delay.is_zero() {
+                return Err(("delay", "applies only to delayed-tier topics".to_owned()));
+            }
+            if !self.batch_window.is_zero() {
+                return Err((
+                    "batch_window",
+                    "applies only to delayed-tier topics".to_owned(),
+                ));
+            }
+        }
+        if self.delay > max_delay {
+            return Err((
+                "delay",
+                format!(
+                    "must not exceed max_req_timeout ({} ms)",
+                    max_delay.as_millis()
+                ),
+            ));
+        }
+        if self.batch_window > max_delay {
+            return Err((
+                "batch_window",
+                format!(
+                    "must not exceed max_req_timeout ({} ms)",
+                    max_delay.as_millis()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for Tier {
@@ -141,7 +201,7 @@ pub const SYSTEM_TOPIC_PREFIX: &str = "_triage.";
 /// keeps "first match wins" obvious where a `GlobSet` would report every match.
 #[derive(Debug, Clone)]
 pub struct TierMatcher {
-    rules: Vec<(globset::GlobMatcher, Tier)>,
+    rules: Vec<(globset::GlobMatcher, Tier, TopicSettings)>,
     default: Tier,
 }
 
@@ -155,7 +215,7 @@ impl TierMatcher {
         let compiled = rules
             .iter()
             .enumerate()
-            .map(|(i, rule)| Ok((compile_pattern(i, &rule.pattern)?, rule.tier)))
+            .map(|(i, rule)| Ok((compile_pattern(i, &rule.pattern)?, rule.tier, rule.settings)))
             .collect::<Result<_, ConfigError>>()?;
         Ok(TierMatcher {
             rules: compiled,
@@ -167,13 +227,22 @@ impl TierMatcher {
     /// always [`Tier::Memory`]; otherwise the tier of the first rule whose
     /// pattern matches; otherwise the default tier.
     pub fn tier_for(&self, topic: &str) -> Tier {
+        self.rule_for(topic).0
+    }
+
+    /// The tier as [`TierMatcher::tier_for`] picks it, with the settings of
+    /// the rule that picked it (defaults when no rule did).
+    pub fn rule_for(&self, topic: &str) -> (Tier, TopicSettings) {
         if is_ephemeral(topic) || topic.starts_with(SYSTEM_TOPIC_PREFIX) {
-            return Tier::Memory;
+            return (Tier::Memory, TopicSettings::default());
         }
         self.rules
             .iter()
-            .find(|(glob, _)| glob.is_match(topic))
-            .map_or(self.default, |&(_, tier)| tier)
+            .find(|(glob, _, _)| glob.is_match(topic))
+            .map_or(
+                (self.default, TopicSettings::default()),
+                |&(_, tier, settings)| (tier, settings),
+            )
     }
 }
 
@@ -206,6 +275,7 @@ mod tests {
 
     fn rule(pattern: &str, tier: Tier) -> TierRule {
         TierRule {
+            settings: TopicSettings::default(),
             pattern: pattern.to_owned(),
             tier,
         }

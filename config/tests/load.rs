@@ -123,10 +123,12 @@ fn sampled() -> BrokerConfig {
         save_memory_on_shutdown: false,
         tier_rules: vec![
             TierRule {
+                settings: Default::default(),
                 pattern: "tickets.*".into(),
                 tier: Tier::Persistent,
             },
             TierRule {
+                settings: Default::default(),
                 pattern: "batch-*".into(),
                 tier: Tier::Delayed,
             },
@@ -532,6 +534,7 @@ fn every_validation_error_names_its_key() {
         }),
         ("tier_rules[0].pattern", |c| {
             c.tier_rules = vec![TierRule {
+                settings: Default::default(),
                 pattern: "{a".into(),
                 tier: Tier::Delayed,
             }]
@@ -577,10 +580,12 @@ fn tier_matcher_uses_rules_then_default_and_ephemeral_is_memory() {
         default_tier: Tier::Persistent,
         tier_rules: vec![
             TierRule {
+                settings: Default::default(),
                 pattern: "tickets.*".into(),
                 tier: Tier::Delayed,
             },
             TierRule {
+                settings: Default::default(),
                 pattern: "tickets.urgent".into(),
                 tier: Tier::Memory,
             },

@@ -3,11 +3,12 @@
 //! channel) to exist and answer 404 otherwise.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use triage_config::Tier;
+use triage_config::{Tier, TopicSettings};
 
 use super::{channel_param, text, topic_param, ApiError, Params};
 use crate::broker::Broker;
@@ -28,8 +29,50 @@ pub async fn topic_create(State(broker): State<Arc<Broker>>, Query(params): Quer
             )
         })?),
     };
-    broker.topic_with_tier(topic, tier).await?;
+    let settings = topic_settings(&params)?;
+    broker.topic_with_tier(topic, tier, settings).await?;
     Ok(text("OK"))
+}
+
+/// Extension: `delay`, `batch_window` (durations like `30m`, or ms) and
+/// `max_attempts`; `None` when none is given (the config's rules decide).
+fn topic_settings(params: &Params) -> Result<Option<TopicSettings>, ApiError> {
+    let bad = |key: &str, raw: &str, expected: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "INVALID_{}: {raw:?} is not {expected}",
+                key.to_ascii_uppercase()
+            ),
+        )
+    };
+    let duration = |key: &str| -> Result<Option<Duration>, ApiError> {
+        params
+            .get(key)
+            .map(|raw| match raw.parse::<u64>() {
+                Ok(ms) => Ok(Duration::from_millis(ms)),
+                Err(_) => triage_config::units::parse_duration(raw)
+                    .map_err(|_| bad(key, raw, "a duration like 30s, 5m or 1500 (ms)")),
+            })
+            .transpose()
+    };
+    let delay = duration("delay")?;
+    let batch_window = duration("batch_window")?;
+    let max_attempts = params
+        .get("max_attempts")
+        .map(|raw| {
+            raw.parse::<u16>()
+                .map_err(|_| bad("max_attempts", raw, "a number from 0 to 65535"))
+        })
+        .transpose()?;
+    if delay.is_none() && batch_window.is_none() && max_attempts.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TopicSettings {
+        delay: delay.unwrap_or_default(),
+        batch_window: batch_window.unwrap_or_default(),
+        max_attempts: max_attempts.unwrap_or_default(),
+    }))
 }
 
 pub async fn topic_delete(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {

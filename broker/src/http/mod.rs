@@ -131,8 +131,11 @@ impl From<TopicError> for ApiError {
             TopicError::ChannelNotFound(..) => {
                 ApiError::new(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND")
             }
-            TopicError::TierUnavailable(_) | TopicError::TierConflict { .. } => {
+            TopicError::TierConflict { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, format!("INVALID_TIER: {err}"))
+            }
+            TopicError::SettingsConflict { .. } | TopicError::InvalidSettings { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("INVALID_SETTINGS: {err}"))
             }
             TopicError::Publish(crate::topic::PublishError::Exiting(_)) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "EXITING")

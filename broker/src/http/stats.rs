@@ -71,6 +71,8 @@ pub struct TopicStats {
     pub backend_depth: u64,
     pub message_count: u64,
     pub message_bytes: u64,
+    /// Extension: deferred publishes waiting in the delayed tier.
+    pub delayed_count: u64,
     pub paused: bool,
     pub e2e_processing_latency: Latency,
 }
@@ -81,7 +83,11 @@ pub struct ChannelStats {
     pub depth: u64,
     pub backend_depth: u64,
     pub in_flight_count: u64,
+    /// Requeued with a delay: in memory plus `delayed_count`.
     pub deferred_count: u64,
+    /// Extension: what waits for this channel in the delayed tier: the
+    /// topic's deferred publishes and the channel's delayed requeues.
+    pub delayed_count: u64,
     pub message_count: u64,
     pub requeue_count: u64,
     pub timeout_count: u64,
@@ -140,7 +146,7 @@ pub fn collect(
         // As nsqd's GetStats: with a channel filter, a topic without that
         // channel is left out rather than listed with no channels.
         .filter(|t| channel_filter.is_none_or(|f| t.existing_channel(f).is_some()))
-        .map(|t| topic_stats(&t, channel_filter, clients))
+        .map(|t| topic_stats(broker, &t, channel_filter, clients))
         .collect();
     Stats {
         version: crate::VERSION,
@@ -151,7 +157,12 @@ pub fn collect(
     }
 }
 
-fn topic_stats(topic: &Topic, channel_filter: Option<&str>, clients: bool) -> TopicStats {
+fn topic_stats(
+    broker: &Broker,
+    topic: &Topic,
+    channel_filter: Option<&str>,
+    clients: bool,
+) -> TopicStats {
     let snapshot = topic.snapshot();
     TopicStats {
         topic_name: topic.name.clone(),
@@ -160,19 +171,26 @@ fn topic_stats(topic: &Topic, channel_filter: Option<&str>, clients: bool) -> To
             .channels
             .iter()
             .filter(|c| channel_filter.is_none_or(|f| f == c.name))
-            .map(|c| channel_stats(c, clients))
+            .map(|c| channel_stats(broker, c, clients))
             .collect(),
         depth: snapshot.depth,
         backend_depth: 0,
         message_count: topic.message_count.load(Ordering::Relaxed),
         message_bytes: topic.message_bytes.load(Ordering::Relaxed),
+        delayed_count: broker.delayed.pending_for_topic(&topic.name),
         paused: snapshot.paused,
         e2e_processing_latency: NO_LATENCY(),
     }
 }
 
-fn channel_stats(channel: &Channel, include_clients: bool) -> ChannelStats {
+fn channel_stats(broker: &Broker, channel: &Channel, include_clients: bool) -> ChannelStats {
     let snapshot = channel.snapshot();
+    // A deferred publish waits once, at the topic, but is deferred for every
+    // channel (as nsqd counts it); a delayed requeue for its channel only.
+    let requeued = broker
+        .delayed
+        .pending_for_channel(&channel.topic_name, &channel.name);
+    let delayed = requeued + broker.delayed.pending_for_topic(&channel.topic_name);
     let clients = if include_clients {
         snapshot
             .clients
@@ -212,7 +230,8 @@ fn channel_stats(channel: &Channel, include_clients: bool) -> ChannelStats {
         depth: snapshot.depth,
         backend_depth: snapshot.backend_depth,
         in_flight_count: snapshot.in_flight,
-        deferred_count: snapshot.deferred,
+        deferred_count: snapshot.deferred + delayed,
+        delayed_count: delayed,
         message_count: channel.counters.message_count.load(Ordering::Relaxed),
         requeue_count: channel.counters.requeue_count.load(Ordering::Relaxed),
         timeout_count: channel.counters.timeout_count.load(Ordering::Relaxed),

@@ -16,7 +16,7 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB,
 };
 
-use super::schema::Cf;
+use super::schema::{add_counts, Cf};
 use super::{io_error, StoreError, StoreOptions};
 
 /// How long a close or reopen waits for in-flight reads to drop their handle.
@@ -51,7 +51,17 @@ fn db_options(opts: &StoreOptions) -> (Options, Vec<ColumnFamilyDescriptor>) {
                     o.set_write_buffer_size(opts.write_buffer_bytes);
                     o.set_compression_type(DBCompressionType::Lz4);
                 }
-                Cf::Fin | Cf::Meta | Cf::Delayed => {
+                Cf::Delayed => {
+                    // Message bodies, read mostly at the head: like the log.
+                    o.set_write_buffer_size(small_buffer);
+                    o.set_compression_type(DBCompressionType::Lz4);
+                }
+                Cf::Counts => {
+                    o.set_write_buffer_size(small_buffer);
+                    o.set_compression_type(DBCompressionType::None);
+                    o.set_merge_operator_associative("triage_add_counts", add_counts);
+                }
+                Cf::Fin | Cf::Meta => {
                     o.set_write_buffer_size(small_buffer);
                     o.set_compression_type(DBCompressionType::None);
                 }

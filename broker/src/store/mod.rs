@@ -3,7 +3,7 @@
 //! rest of the broker sees [`Store`], plain structs and [`StoreError`].
 //!
 //! # Layout
-//! Four column families, each read and written only through a typed schema
+//! Five column families, each read and written only through a typed schema
 //! (a name, a key codec, a value codec; see `schema.rs`). Integers in keys are
 //! big-endian so byte order is numeric order, and names are length-prefixed
 //! so topic `a` never sees the keys of topic `ab`.
@@ -16,7 +16,9 @@
 //! | | `'C'[len][topic][len][channel]` | channel record: version, paused |
 //! | | `'W'[len][topic][len][channel]` | the channel's low watermark (u64) |
 //! | | `'F'[len][topic]` | the topic's log floor (u64): trimmed below it |
-//! | `delayed` | `[due_ms u64][seq u64]` | defined by the delayed tier (next issue) |
+//! | | `'G'` | the last delayed-id generation (u64) |
+//! | `delayed` | `[due_ms u64][id u64]` | `[version][flags][topic][channel?][incarnation u64][timestamp_ns i64][attempts u16][body]` |
+//! | `counts` | `[len][topic][len][channel]` or `[len][topic][0]` | pending delayed entries (i64, summed by a merge operator) |
 //!
 //! A message is written once, to its topic's log, however many channels the
 //! topic has. A channel is a low watermark (every seq below it is finished)
@@ -88,13 +90,16 @@ use rocksdb::ReadOptions;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use engine::{cf, Engine};
+pub use schema::DelayedKey;
 use schema::{
-    channel_records_prefix, fin_channel_prefix, fin_topic_prefix, floors_prefix,
-    log_key_with_prefix, log_prefix, prefix_end, topic_records_prefix, watermarks_prefix, Cf,
-    ChannelKey, ChannelRecord, ChannelSchema, DecodeError, FinKey, FinMark, FinSchema, FloorKey,
-    FloorSchema, KeyCodec, LogKey, LogSchema, Schema, Seq, TopicKey, TopicRecord, TopicSchema,
-    ValueCodec, WatermarkKey, WatermarkSchema, MAX_NAME_LEN,
+    channel_records_prefix, counts_topic_prefix, fin_channel_prefix, fin_topic_prefix,
+    floors_prefix, log_key_with_prefix, log_prefix, prefix_end, topic_records_prefix,
+    watermarks_prefix, Cf, ChannelKey, ChannelRecord, ChannelSchema, Count, CountKey, CountSchema,
+    DecodeError, DelayedSchema, FinKey, FinMark, FinSchema, FloorKey, FloorSchema, GenerationKey,
+    KeyCodec, LogKey, LogSchema, Schema, Seq, TopicKey, TopicRecord, TopicSchema, ValueCodec,
+    WatermarkKey, WatermarkSchema, MAX_NAME_LEN,
 };
+use triage_config::TopicSettings;
 use writer::{Batch, Command, Counters, WriteRequest, Writer};
 
 /// What can go wrong in the store. `Clone` because one failed group write
@@ -223,7 +228,62 @@ pub struct TopicMeta {
     /// not interpret it. 1 to 255 bytes.
     pub tier: String,
     pub paused: bool,
+    /// Tells this topic from an earlier one of the same name (its creation
+    /// time in Unix ns); delayed entries carry it. 0 for topics recorded
+    /// before the delayed tier existed.
+    pub incarnation: u64,
+    pub settings: TopicSettings,
 }
+
+/// A message waiting in the delayed tier for its due time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelayedMessage {
+    /// The topic it goes to when due.
+    pub topic: String,
+    /// `Some`: a message requeued with a delay on this channel, which alone
+    /// gets it back; `None`: a deferred publish, for every channel.
+    pub channel: Option<String>,
+    /// The topic's incarnation when the entry was written.
+    pub incarnation: u64,
+    pub message: StoredMessage,
+}
+
+/// Due delayed entries, and when the next one after them is due.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DueDelayed {
+    pub due: Vec<(DelayedKey, DelayedMessage)>,
+    /// The due time of the first entry not returned, if there is one.
+    pub next_due_ms: Option<u64>,
+}
+
+/// Due entries of one target, moved into their topic's log by one write:
+/// see [`Store::release_delayed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelayedRelease<'a> {
+    pub topic: &'a str,
+    /// `Some`: channel-targeted entries (their count is the channel's).
+    pub channel: Option<&'a str>,
+    /// The log seq of the first message; the rest follow in order.
+    pub first_seq: u64,
+    pub messages: &'a [StoredMessage],
+    /// The entries released, deleted in the same write.
+    pub keys: &'a [DelayedKey],
+    /// Channels that must not see these messages: a FIN mark is written
+    /// for each of them at each new seq.
+    pub skip_channels: &'a [String],
+}
+
+/// Ids of delayed entries: `generation << 32 | counter`. A new generation
+/// is recorded durably at every open (and when a generation's 2^32 ids run
+/// out) before any of its ids is used, so no id is handed out twice, even
+/// across crashes, without a per-entry counter write.
+#[derive(Debug)]
+struct DelayedIds {
+    generation: u64,
+    next: u64,
+}
+
+const IDS_PER_GENERATION: u64 = 1 << 32;
 
 /// A channel's metadata as the broker sets it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,6 +356,7 @@ pub struct Store {
     /// Becomes `Some(final sync result)` once the writer has exited.
     done: watch::Receiver<Option<Result<(), StoreError>>>,
     sync: SyncPolicy,
+    delayed_ids: std::sync::Mutex<DelayedIds>,
 }
 
 impl fmt::Debug for Store {
@@ -321,6 +382,7 @@ impl Store {
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         opts.validate()?;
         let engine = Arc::new(Engine::open(dir, opts.clone())?);
+        let generation = new_generation(&engine)?;
         let (tx, rx) = mpsc::channel(opts.queue_capacity);
         let (done_tx, done) = watch::channel(None);
         let counters = Arc::new(Counters::default());
@@ -337,6 +399,10 @@ impl Store {
             counters,
             done,
             sync: opts.sync,
+            delayed_ids: std::sync::Mutex::new(DelayedIds {
+                generation,
+                next: 0,
+            }),
         })
     }
 
@@ -578,6 +644,10 @@ impl Store {
             &TopicRecord {
                 tier: meta.tier.clone(),
                 paused: meta.paused,
+                incarnation: meta.incarnation,
+                delay_ms: duration_ms(meta.settings.delay),
+                batch_window_ms: duration_ms(meta.settings.batch_window),
+                max_attempts: meta.settings.max_attempts,
             },
         );
         self.submit(batch, true).await
@@ -602,6 +672,10 @@ impl Store {
         batch.delete_range_raw(Cf::Meta, watermarks.clone(), prefix_bound(&watermarks)?);
         batch.delete::<FloorSchema>(&FloorKey(name.to_owned()));
         batch.delete::<TopicSchema>(&TopicKey(name.to_owned()));
+        // Its delayed entries stay until due (they are ordered by due time,
+        // not by topic) and are dropped then: they carry the incarnation.
+        let counts = counts_topic_prefix(name);
+        batch.delete_range_raw(Cf::Counts, counts.clone(), prefix_bound(&counts)?);
         self.submit(batch, true).await
     }
 
@@ -684,6 +758,10 @@ impl Store {
             topic: topic.to_owned(),
             channel: channel.to_owned(),
         });
+        batch.delete::<CountSchema>(&CountKey {
+            topic: topic.to_owned(),
+            channel: Some(channel.to_owned()),
+        });
         self.submit(batch, true).await
     }
 
@@ -704,6 +782,12 @@ impl Store {
                 name: key.0.clone(),
                 tier: rec.tier,
                 paused: rec.paused,
+                incarnation: rec.incarnation,
+                settings: TopicSettings {
+                    delay: Duration::from_millis(rec.delay_ms),
+                    batch_window: Duration::from_millis(rec.batch_window_ms),
+                    max_attempts: rec.max_attempts,
+                },
             };
             topics.insert(
                 key.0,
@@ -757,6 +841,207 @@ impl Store {
             topic.next_seq = after_last.max(floor);
         }
         Ok(topics.into_values().collect())
+    }
+
+    /// Hands out `count` consecutive delayed-entry ids (see [`DelayedIds`]).
+    fn allocate_delayed_ids(&self, count: u64) -> Result<u64, StoreError> {
+        let mut ids = self
+            .delayed_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if ids.next + count > IDS_PER_GENERATION {
+            // Once per four billion entries: a blocking synced write is fine.
+            ids.generation = new_generation(&self.engine)?;
+            ids.next = 0;
+        }
+        let first = (ids.generation << 32) | ids.next;
+        ids.next += count;
+        Ok(first)
+    }
+
+    /// Writes deferred publishes, all due at `due_ms` (Unix ms), and counts
+    /// them as pending for their topic or channel. Durable before it returns.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn put_delayed(
+        &self,
+        due_ms: u64,
+        entries: &[DelayedMessage],
+    ) -> Result<Vec<DelayedKey>, StoreError> {
+        let first = self.allocate_delayed_ids(entries.len() as u64)?;
+        let mut batch = Batch::with_capacity(entries.len() + 1);
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut counts: BTreeMap<CountKey, i64> = BTreeMap::new();
+        for (entry, id) in entries.iter().zip(first..) {
+            check_delayed(entry)?;
+            let key = DelayedKey { due_ms, id };
+            batch.put::<DelayedSchema>(&key, entry);
+            keys.push(key);
+            *counts.entry(count_key(entry)).or_default() += 1;
+        }
+        for (key, n) in counts {
+            batch.merge::<CountSchema>(&key, &Count(n));
+        }
+        self.submit(batch, true).await?;
+        Ok(keys)
+    }
+
+    /// A message requeued with a delay on its channel: the delayed entry and
+    /// the channel's FIN mark for the log seq it leaves, in one durable
+    /// write, so the message is always in exactly one of the two places.
+    ///
+    /// # Errors
+    /// As [`Store::append`]; [`StoreError::InvalidArgument`] for an entry
+    /// without a channel.
+    pub async fn requeue_delayed(
+        &self,
+        due_ms: u64,
+        entry: &DelayedMessage,
+        seq: u64,
+    ) -> Result<DelayedKey, StoreError> {
+        let Some(channel) = &entry.channel else {
+            return Err(StoreError::InvalidArgument(
+                "a requeued entry names its channel".into(),
+            ));
+        };
+        check_delayed(entry)?;
+        let key = DelayedKey {
+            due_ms,
+            id: self.allocate_delayed_ids(1)?,
+        };
+        let mut batch = Batch::with_capacity(3);
+        batch.put::<DelayedSchema>(&key, entry);
+        batch.put::<FinSchema>(
+            &FinKey {
+                topic: entry.topic.clone(),
+                channel: channel.clone(),
+                seq,
+            },
+            &FinMark,
+        );
+        batch.merge::<CountSchema>(&count_key(entry), &Count(1));
+        self.submit(batch, true).await?;
+        Ok(key)
+    }
+
+    /// Up to `limit` entries after `after` (from the start for `None`) that
+    /// are due by `due_by_ms`, in due order, and the due time of the next.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] on a read error, [`StoreError::Corrupt`].
+    pub fn read_delayed(
+        &self,
+        after: Option<DelayedKey>,
+        due_by_ms: u64,
+        limit: usize,
+    ) -> Result<DueDelayed, StoreError> {
+        let from = match after {
+            // The smallest key above `after`: every key is 16 bytes.
+            Some(key) => {
+                let mut from = key.encode_key();
+                from.push(0);
+                from
+            }
+            None => Vec::new(),
+        };
+        let mut out = DueDelayed::default();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(from.clone());
+        let db = self.engine.db()?;
+        let mut it = db.raw_iterator_cf_opt(cf(&db, Cf::Delayed)?, ro);
+        it.seek(&from);
+        while let (Some(raw_key), Some(raw_value)) = (it.key(), it.value()) {
+            let key =
+                DelayedKey::decode_key(raw_key).map_err(|e| corrupt(Cf::Delayed, raw_key, e))?;
+            if key.due_ms > due_by_ms || out.due.len() >= limit {
+                out.next_due_ms = Some(key.due_ms);
+                break;
+            }
+            let value = DelayedMessage::decode_value(raw_value)
+                .map_err(|e| corrupt(Cf::Delayed, raw_key, e))?;
+            out.due.push((key, value));
+            it.next();
+        }
+        it.status().map_err(io_error)?;
+        Ok(out)
+    }
+
+    /// Moves due entries into their topic's log in one atomic write: the
+    /// log entries at `first_seq..`, the delete of every released entry,
+    /// the pending count, and FIN marks for the channels that must skip
+    /// them. Not fsynced on its own: lost in a crash, the entries are still
+    /// pending and are released again.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn release_delayed(&self, release: DelayedRelease<'_>) -> Result<(), StoreError> {
+        let DelayedRelease {
+            topic,
+            channel,
+            first_seq,
+            messages,
+            keys,
+            skip_channels,
+        } = release;
+        check_name("topic", topic)?;
+        let count = messages.len() as u64;
+        let prefix = log_prefix(topic);
+        let mut batch = Batch::with_capacity(messages.len() * (2 + skip_channels.len()) + 1);
+        for (seq, msg) in (first_seq..).zip(messages) {
+            batch.put_raw_key::<LogSchema>(log_key_with_prefix(&prefix, seq), msg);
+            for skip in skip_channels {
+                check_name("channel", skip)?;
+                batch.put::<FinSchema>(
+                    &FinKey {
+                        topic: topic.to_owned(),
+                        channel: skip.clone(),
+                        seq,
+                    },
+                    &FinMark,
+                );
+            }
+        }
+        for key in keys {
+            batch.delete::<DelayedSchema>(key);
+        }
+        let released = CountKey {
+            topic: topic.to_owned(),
+            channel: channel.map(str::to_owned),
+        };
+        batch.merge::<CountSchema>(&released, &Count(-(keys.len() as i64)));
+        batch.add_messages(count);
+        self.submit(batch, false).await
+    }
+
+    /// Deletes delayed entries without releasing them (their topic or channel
+    /// is gone). Their counts went with it.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub async fn drop_delayed(&self, keys: &[DelayedKey]) -> Result<(), StoreError> {
+        let mut batch = Batch::with_capacity(keys.len());
+        for key in keys {
+            batch.delete::<DelayedSchema>(key);
+        }
+        self.submit(batch, false).await
+    }
+
+    /// Pending delayed entries per topic (`None`) and channel, for recovery.
+    /// Negative or zero counts are left out.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] on a read error, [`StoreError::Corrupt`].
+    pub fn delayed_counts(&self) -> Result<Vec<(String, Option<String>, u64)>, StoreError> {
+        let mut out = Vec::new();
+        self.scan::<CountSchema>(Vec::new(), vec![0xFF], usize::MAX, |key, Count(n)| {
+            if let Ok(n) = u64::try_from(n) {
+                if n > 0 {
+                    out.push((key.topic, key.channel, n));
+                }
+            }
+        })?;
+        Ok(out)
     }
 
     /// Compacts the `log` and `fin` column families so that ranges deleted
@@ -888,6 +1173,50 @@ impl Store {
         }
         it.status().map_err(io_error)
     }
+}
+
+fn check_delayed(entry: &DelayedMessage) -> Result<(), StoreError> {
+    check_name("topic", &entry.topic)?;
+    if let Some(channel) = &entry.channel {
+        check_name("channel", channel)?;
+    }
+    Ok(())
+}
+
+fn count_key(entry: &DelayedMessage) -> CountKey {
+    CountKey {
+        topic: entry.topic.clone(),
+        channel: entry.channel.clone(),
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Records and returns the next delayed-id generation, synced, before any
+/// id of it is used.
+fn new_generation(engine: &Engine) -> Result<u64, StoreError> {
+    let db = engine.db()?;
+    let meta = cf(&db, Cf::Meta)?;
+    let key = GenerationKey.encode_key();
+    let last = match db.get_pinned_cf(meta, &key).map_err(io_error)? {
+        Some(raw) => {
+            Seq::decode_value(&raw)
+                .map_err(|e| corrupt(Cf::Meta, &key, e))?
+                .0
+        }
+        None => 0,
+    };
+    let next = last
+        .checked_add(1)
+        .filter(|&g| g < (1 << 32))
+        .ok_or_else(|| StoreError::InvalidArgument("delayed-id generations exhausted".into()))?;
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.put_cf_opt(meta, &key, Seq(next).encode_value(), &opts)
+        .map_err(io_error)?;
+    Ok(next)
 }
 
 /// [`prefix_end`] as a store error: every prefix the store builds ends in a

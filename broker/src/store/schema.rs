@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::StoredMessage;
+use super::{DelayedMessage, StoredMessage};
 
 /// The column families the store creates. `ALL` is the list handed to RocksDB
 /// at open; adding one here is all it takes to create it on the next start.
@@ -21,12 +21,14 @@ pub(crate) enum Cf {
     Fin,
     /// Topic and channel records, channel watermarks, log floors.
     Meta,
-    /// Deferred entries ordered by due time; filled by the delayed tier.
+    /// Deferred entries ordered by due time: the delayed tier.
     Delayed,
+    /// Pending delayed entries per topic and channel, kept by merge operands.
+    Counts,
 }
 
 impl Cf {
-    pub(crate) const ALL: [Cf; 4] = [Cf::Log, Cf::Fin, Cf::Meta, Cf::Delayed];
+    pub(crate) const ALL: [Cf; 5] = [Cf::Log, Cf::Fin, Cf::Meta, Cf::Delayed, Cf::Counts];
 
     pub(crate) const fn name(self) -> &'static str {
         match self {
@@ -34,6 +36,7 @@ impl Cf {
             Cf::Fin => "fin",
             Cf::Meta => "meta",
             Cf::Delayed => "delayed",
+            Cf::Counts => "counts",
         }
     }
 }
@@ -317,6 +320,7 @@ impl Schema for FinSchema {
 //   'C' [topic][channel]   -> ChannelRecord (paused)
 //   'W' [topic][channel]   -> Seq           (the channel's low watermark)
 //   'F' [topic]            -> Seq           (the topic's log floor: trimmed below it)
+//   'G'                    -> Seq           (the last delayed-id generation handed out)
 //
 // The watermark is its own record, not a field of the channel record, so the
 // frequent advance (on the FIN path) and the rare pause (admin) never
@@ -327,6 +331,7 @@ const TAG_TOPIC: u8 = b'T';
 const TAG_CHANNEL: u8 = b'C';
 const TAG_WATERMARK: u8 = b'W';
 const TAG_FLOOR: u8 = b'F';
+const TAG_GENERATION: u8 = b'G';
 const META_VERSION: u8 = 1;
 const FLAG_PAUSED: u8 = 0b1;
 
@@ -445,12 +450,21 @@ impl KeyCodec for WatermarkKey {
     }
 }
 
-/// The stored part of a topic's metadata (its name is the key).
+/// The stored part of a topic's metadata (its name is the key). Version 1
+/// records (tier and paused only) read as having default settings and
+/// incarnation 0.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct TopicRecord {
     pub(crate) tier: String,
     pub(crate) paused: bool,
+    pub(crate) incarnation: u64,
+    pub(crate) delay_ms: u64,
+    pub(crate) batch_window_ms: u64,
+    pub(crate) max_attempts: u16,
 }
+
+/// Topic records since the delayed tier: settings and incarnation follow the tier.
+const TOPIC_RECORD_VERSION: u8 = 2;
 
 /// The stored part of a channel's metadata (its names are the key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -467,6 +481,10 @@ fn read_header(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
     if version != META_VERSION {
         return Err(DecodeError::new(format!("unknown version {version}")));
     }
+    read_flags(r)
+}
+
+fn read_flags(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
     let flags = r.u8("flags")?;
     if flags & !FLAG_PAUSED != 0 {
         return Err(DecodeError::new(format!("unknown flags {flags:#010b}")));
@@ -486,17 +504,39 @@ impl ValueCodec for TopicRecord {
     fn encode_value(&self) -> Vec<u8> {
         // The tier is a short word ("persistent"); the store validates its
         // length like a name's, so it fits the one-byte length.
-        let mut out = vec![META_VERSION, flags(self.paused)];
+        let mut out = vec![TOPIC_RECORD_VERSION, flags(self.paused)];
         push_name(&mut out, &self.tier);
+        out.extend_from_slice(&self.incarnation.to_be_bytes());
+        out.extend_from_slice(&self.delay_ms.to_be_bytes());
+        out.extend_from_slice(&self.batch_window_ms.to_be_bytes());
+        out.extend_from_slice(&self.max_attempts.to_be_bytes());
         out
     }
 
     fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        let paused = read_header(&mut r)?;
+        let version = r.u8("version")?;
+        if version != META_VERSION && version != TOPIC_RECORD_VERSION {
+            return Err(DecodeError::new(format!("unknown version {version}")));
+        }
+        let paused = read_flags(&mut r)?;
         let tier = r.name("tier")?;
+        let mut record = TopicRecord {
+            tier,
+            paused,
+            incarnation: 0,
+            delay_ms: 0,
+            batch_window_ms: 0,
+            max_attempts: 0,
+        };
+        if version == TOPIC_RECORD_VERSION {
+            record.incarnation = r.u64("incarnation")?;
+            record.delay_ms = r.u64("delay")?;
+            record.batch_window_ms = r.u64("batch window")?;
+            record.max_attempts = r.u16("max attempts")?;
+        }
         r.finish()?;
-        Ok(TopicRecord { tier, paused })
+        Ok(record)
     }
 }
 
@@ -550,6 +590,23 @@ impl Schema for WatermarkSchema {
     type Value = Seq;
 }
 
+/// The one generation record: see `Store::allocate_delayed_ids`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GenerationKey;
+
+impl KeyCodec for GenerationKey {
+    fn encode_key(&self) -> Vec<u8> {
+        vec![TAG_GENERATION]
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        r.tag(TAG_GENERATION)?;
+        r.finish()?;
+        Ok(GenerationKey)
+    }
+}
+
 pub(crate) struct FloorSchema;
 
 impl Schema for FloorSchema {
@@ -558,32 +615,185 @@ impl Schema for FloorSchema {
     type Value = Seq;
 }
 
-// ---- delayed: [due_ms u64 BE][seq u64 BE] -> (defined by the delayed tier)
+// ---- delayed: [due_ms u64 BE][id u64 BE] -> DelayedMessage
 //
-// Only the key is fixed now, so the column family exists from the first
-// release and key order is delivery order. The delayed tier (next issue)
-// adds the value codec and the schema.
+// Key order is due order, so the scheduler reads the head of the family and
+// stops at the first entry not yet due. `id` is unique for the store's life
+// (see `Store::allocate_delayed_ids`), so two entries due in the same
+// millisecond never share a key.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the delayed tier, next issue
-pub(crate) struct DelayedKey {
-    pub(crate) due_ms: u64,
-    pub(crate) seq: u64,
+/// Where a pending delayed entry sits: its due time (Unix ms) and an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DelayedKey {
+    pub due_ms: u64,
+    pub id: u64,
 }
 
 impl KeyCodec for DelayedKey {
     fn encode_key(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16);
         out.extend_from_slice(&self.due_ms.to_be_bytes());
-        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.id.to_be_bytes());
         out
     }
 
     fn decode_key(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let due_ms = r.u64("due_ms")?;
-        let seq = r.u64("seq")?;
+        let id = r.u64("id")?;
         r.finish()?;
-        Ok(DelayedKey { due_ms, seq })
+        Ok(DelayedKey { due_ms, id })
     }
+}
+
+const DELAYED_VERSION: u8 = 1;
+const FLAG_FOR_CHANNEL: u8 = 0b1;
+
+/// `[version][flags][topic][channel if flagged][incarnation u64][message]`.
+impl ValueCodec for DelayedMessage {
+    fn encode_value(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            2 + 2
+                + self.topic.len()
+                + self.channel.as_ref().map_or(0, String::len)
+                + 8
+                + MESSAGE_HEADER_LEN
+                + self.message.body.len(),
+        );
+        out.push(DELAYED_VERSION);
+        out.push(if self.channel.is_some() {
+            FLAG_FOR_CHANNEL
+        } else {
+            0
+        });
+        push_name(&mut out, &self.topic);
+        if let Some(channel) = &self.channel {
+            push_name(&mut out, channel);
+        }
+        out.extend_from_slice(&self.incarnation.to_be_bytes());
+        out.extend_from_slice(&self.message.encode_value());
+        out
+    }
+
+    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8("version")?;
+        if version != DELAYED_VERSION {
+            return Err(DecodeError::new(format!("unknown version {version}")));
+        }
+        let flags = r.u8("flags")?;
+        if flags & !FLAG_FOR_CHANNEL != 0 {
+            return Err(DecodeError::new(format!("unknown flags {flags:#010b}")));
+        }
+        let topic = r.name("topic")?;
+        let channel = if flags & FLAG_FOR_CHANNEL != 0 {
+            Some(r.name("channel")?)
+        } else {
+            None
+        };
+        let incarnation = r.u64("incarnation")?;
+        let message = StoredMessage::decode_value(r.rest())?;
+        Ok(DelayedMessage {
+            topic,
+            channel,
+            incarnation,
+            message,
+        })
+    }
+}
+
+pub(crate) struct DelayedSchema;
+
+impl Schema for DelayedSchema {
+    const CF: Cf = Cf::Delayed;
+    type Key = DelayedKey;
+    type Value = DelayedMessage;
+}
+
+// ---- counts: [topic][channel, or a 0 byte for the topic itself] -> i64 BE
+//
+// How many delayed entries wait for each topic (published with a delay) and
+// each channel (requeued with a delay). Changed only by merge operands (see
+// `engine.rs`), so concurrent writers never read-modify-write a count.
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct CountKey {
+    pub(crate) topic: String,
+    pub(crate) channel: Option<String>,
+}
+
+/// Every count of `topic` (its own and its channels') starts with this.
+pub(crate) fn counts_topic_prefix(topic: &str) -> Vec<u8> {
+    log_prefix(topic)
+}
+
+impl KeyCodec for CountKey {
+    fn encode_key(&self) -> Vec<u8> {
+        let mut out = counts_topic_prefix(&self.topic);
+        match &self.channel {
+            Some(channel) => push_name(&mut out, channel),
+            None => out.push(0),
+        }
+        out
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let topic = r.name("topic")?;
+        let channel = if r.buf == [0] {
+            r.rest();
+            None
+        } else {
+            Some(r.name("channel")?)
+        };
+        r.finish()?;
+        Ok(CountKey { topic, channel })
+    }
+}
+
+/// A signed count, or a merge operand adding to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Count(pub(crate) i64);
+
+impl ValueCodec for Count {
+    fn encode_value(&self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+
+    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let n = r.i64("count")?;
+        r.finish()?;
+        Ok(Count(n))
+    }
+}
+
+pub(crate) struct CountSchema;
+
+impl Schema for CountSchema {
+    const CF: Cf = Cf::Counts;
+    type Key = CountKey;
+    type Value = Count;
+}
+
+/// The merge operator of the `counts` family: the sum of the existing value
+/// and every operand. A value that does not decode counts as 0 (and is
+/// logged), so one bad record cannot stop the database from reading.
+pub(crate) fn add_counts(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let decode = |bytes: &[u8]| match Count::decode_value(bytes) {
+        Ok(Count(n)) => n,
+        Err(e) => {
+            tracing::warn!(error = %e.0, "store: bad count record taken as 0");
+            0
+        }
+    };
+    let mut total = existing.map_or(0, decode);
+    for operand in operands {
+        total = total.saturating_add(decode(operand));
+    }
+    Some(Count(total).encode_value())
 }

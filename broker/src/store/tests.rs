@@ -91,7 +91,14 @@ proptest! {
         round_trip_key(&FloorKey(topic.clone()));
         round_trip_key(&ChannelKey { topic: topic.clone(), channel: channel.clone() });
         round_trip_key(&WatermarkKey { topic: topic.clone(), channel: channel.clone() });
-        round_trip_value(&TopicRecord { tier, paused });
+        round_trip_value(&TopicRecord {
+            tier,
+            paused,
+            incarnation: seq,
+            delay_ms: seq / 3,
+            batch_window_ms: seq / 5,
+            max_attempts: (seq % 65_536) as u16,
+        });
         round_trip_value(&ChannelRecord { paused });
         round_trip_value(&Seq(seq));
         // The tag keeps record kinds apart in the shared column family.
@@ -102,8 +109,18 @@ proptest! {
     }
 
     #[test]
-    fn delayed_key_round_trips(due_ms: u64, seq: u64) {
-        round_trip_key(&DelayedKey { due_ms, seq });
+    fn delayed_codecs_round_trip(
+        due_ms: u64,
+        id: u64,
+        topic in name(),
+        channel in proptest::option::of(name()),
+        incarnation: u64,
+        message in message(),
+    ) {
+        round_trip_key(&DelayedKey { due_ms, id });
+        round_trip_value(&DelayedMessage { topic: topic.clone(), channel: channel.clone(), incarnation, message });
+        round_trip_key(&CountKey { topic, channel });
+        round_trip_value(&Count(id as i64));
     }
 
     /// Big-endian keys: byte order is (due, seq) order, and seq order within
@@ -114,7 +131,7 @@ proptest! {
         prop_assert_eq!(a.cmp(&b), log(a).cmp(&log(b)));
         let fin = |seq| FinKey { topic: topic.clone(), channel: "c".into(), seq }.encode_key();
         prop_assert_eq!(a.cmp(&b), fin(a).cmp(&fin(b)));
-        let delayed = |due_ms, seq| DelayedKey { due_ms, seq }.encode_key();
+        let delayed = |due_ms, id| DelayedKey { due_ms, id }.encode_key();
         prop_assert_eq!((a, b).cmp(&(c, d)), delayed(a, b).cmp(&delayed(c, d)));
     }
 
@@ -144,6 +161,9 @@ proptest! {
         let _ = FloorKey::decode_key(&bytes);
         let _ = Seq::decode_value(&bytes);
         let _ = DelayedKey::decode_key(&bytes);
+        let _ = DelayedMessage::decode_value(&bytes);
+        let _ = CountKey::decode_key(&bytes);
+        let _ = Count::decode_value(&bytes);
     }
 
     /// Random bytes that start like a real key (a tag, a plausible length)
@@ -306,6 +326,8 @@ async fn bad_names_and_overflow_are_refused() {
         name: "t".into(),
         tier: String::new(),
         paused: false,
+        incarnation: 0,
+        settings: Default::default(),
     };
     assert!(matches!(
         store.put_topic(&tier).await,
@@ -381,6 +403,8 @@ async fn delete_topic_removes_only_that_topic() {
                 name: topic.into(),
                 tier: "persistent".into(),
                 paused: false,
+                incarnation: 0,
+                settings: Default::default(),
             })
             .await
             .unwrap();
@@ -418,6 +442,8 @@ async fn metadata_survives_reopen() {
             name: "tickets".into(),
             tier: "persistent".into(),
             paused: false,
+            incarnation: 0,
+            settings: Default::default(),
         };
         store.put_topic(&tickets).await.unwrap();
         store
@@ -425,6 +451,8 @@ async fn metadata_survives_reopen() {
                 name: "batch".into(),
                 tier: "delayed".into(),
                 paused: true,
+                incarnation: 0,
+                settings: Default::default(),
             })
             .await
             .unwrap();
@@ -479,6 +507,8 @@ async fn metadata_survives_reopen() {
                     name: "batch".into(),
                     tier: "delayed".into(),
                     paused: true,
+                    incarnation: 0,
+                    settings: Default::default(),
                 },
                 channels: vec![],
                 next_seq: 0,
@@ -488,6 +518,8 @@ async fn metadata_survives_reopen() {
                     name: "tickets".into(),
                     tier: "persistent".into(),
                     paused: false,
+                    incarnation: 0,
+                    settings: Default::default(),
                 },
                 channels: vec![
                     ChannelState {
@@ -511,6 +543,193 @@ async fn metadata_survives_reopen() {
     );
     assert_eq!(store.finished("tickets", "workers", 0, 10).unwrap(), [1]);
     assert_eq!(store.read_log("tickets", 0, 10).unwrap().len(), 3);
+    store.close().await.unwrap();
+}
+
+fn delayed(topic: &str, channel: Option<&str>, body: &str) -> DelayedMessage {
+    DelayedMessage {
+        topic: topic.into(),
+        channel: channel.map(str::to_owned),
+        incarnation: 7,
+        message: msg(body),
+    }
+}
+
+fn due_bodies(due: &DueDelayed) -> Vec<(u64, String)> {
+    due.due
+        .iter()
+        .map(|(key, entry)| {
+            let body = String::from_utf8(entry.message.body.to_vec()).unwrap();
+            (key.due_ms, body)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn delayed_entries_come_back_in_due_order_and_only_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), SyncPolicy::Group);
+    store
+        .put_delayed(300, &[delayed("t", None, "c1"), delayed("t", None, "c2")])
+        .await
+        .unwrap();
+    store
+        .put_delayed(100, &[delayed("u", None, "a")])
+        .await
+        .unwrap();
+    store
+        .put_delayed(200, &[delayed("t", None, "b")])
+        .await
+        .unwrap();
+
+    let none = store.read_delayed(None, 99, 10).unwrap();
+    assert!(none.due.is_empty());
+    assert_eq!(none.next_due_ms, Some(100));
+    let some = store.read_delayed(None, 250, 10).unwrap();
+    assert_eq!(
+        due_bodies(&some),
+        vec![(100, "a".into()), (200, "b".into())]
+    );
+    assert_eq!(some.next_due_ms, Some(300));
+    // The limit cuts a batch; reading after its last key goes on from there.
+    let first = store.read_delayed(None, 1000, 3).unwrap();
+    assert_eq!(first.due.len(), 3);
+    assert_eq!(first.next_due_ms, Some(300));
+    let rest = store
+        .read_delayed(first.due.last().map(|(k, _)| *k), 1000, 3)
+        .unwrap();
+    assert_eq!(due_bodies(&rest), vec![(300, "c2".into())]);
+    assert_eq!(rest.next_due_ms, None);
+    // Same due time, distinct ids, in write order.
+    assert!(first.due[2].0 < rest.due[0].0);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn release_moves_entries_into_the_log_atomically_and_counts_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path(), SyncPolicy::Group);
+        store
+            .put_delayed(10, &[delayed("t", None, "x"), delayed("t", None, "y")])
+            .await
+            .unwrap();
+        store.append("t", 0, &[msg("0")]).await.unwrap();
+        let requeued = store
+            .requeue_delayed(20, &delayed("t", Some("ch"), "0"), 0)
+            .await
+            .unwrap();
+        assert_eq!(requeued.due_ms, 20);
+        // The requeue wrote the channel's FIN mark for seq 0.
+        assert_eq!(store.finished("t", "ch", 0, 10).unwrap(), vec![0]);
+        let mut counts = store.delayed_counts().unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![("t".into(), None, 2), ("t".into(), Some("ch".into()), 1)]
+        );
+
+        let due = store.read_delayed(None, 10, 10).unwrap();
+        let keys: Vec<_> = due.due.iter().map(|(k, _)| *k).collect();
+        let messages: Vec<_> = due.due.iter().map(|(_, e)| e.message.clone()).collect();
+        store
+            .release_delayed(DelayedRelease {
+                topic: "t",
+                channel: None,
+                first_seq: 1,
+                messages: &messages,
+                keys: &keys,
+                skip_channels: &[],
+            })
+            .await
+            .unwrap();
+        let due = store.read_delayed(None, 20, 10).unwrap();
+        assert_eq!(due_bodies(&due), vec![(20, "0".into())]);
+        let keys: Vec<_> = due.due.iter().map(|(k, _)| *k).collect();
+        let messages: Vec<_> = due.due.iter().map(|(_, e)| e.message.clone()).collect();
+        store
+            .release_delayed(DelayedRelease {
+                topic: "t",
+                channel: Some("ch"),
+                first_seq: 3,
+                messages: &messages,
+                keys: &keys,
+                skip_channels: &["other".to_owned()],
+            })
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    let store = open(dir.path(), SyncPolicy::Group);
+    assert!(store
+        .read_delayed(None, u64::MAX, 10)
+        .unwrap()
+        .due
+        .is_empty());
+    assert!(store.delayed_counts().unwrap().is_empty(), "all released");
+    assert_eq!(
+        bodies(&store.read_log("t", 0, 10).unwrap()),
+        vec![
+            (0, "0".into()),
+            (1, "x".into()),
+            (2, "y".into()),
+            (3, "0".into())
+        ]
+    );
+    // The channels that must not see the requeued message have its FIN mark.
+    assert_eq!(store.finished("t", "other", 0, 10).unwrap(), vec![3]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn delayed_ids_are_never_reused_across_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let store = open(dir.path(), SyncPolicy::Group);
+        let keys = store
+            .put_delayed(5, &[delayed("t", None, "a"), delayed("t", None, "b")])
+            .await
+            .unwrap();
+        ids.extend(keys.iter().map(|k| k.id));
+        // Everything written so far is still there: no key was overwritten.
+        let all = store.read_delayed(None, 5, 100).unwrap();
+        assert_eq!(all.due.len(), 2 * (round + 1));
+        store.close().await.unwrap();
+    }
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}
+
+#[tokio::test]
+async fn deleting_a_topic_or_channel_drops_its_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), SyncPolicy::Group);
+    store
+        .put_delayed(5, &[delayed("t", None, "a")])
+        .await
+        .unwrap();
+    store
+        .requeue_delayed(5, &delayed("t", Some("c"), "b"), 0)
+        .await
+        .unwrap();
+    store
+        .requeue_delayed(5, &delayed("u", Some("c"), "c"), 0)
+        .await
+        .unwrap();
+    store.delete_channel("u", "c").await.unwrap();
+    assert_eq!(
+        store.delayed_counts().unwrap(),
+        vec![("t".into(), None, 1), ("t".into(), Some("c".into()), 1)]
+    );
+    store.delete_topic("t").await.unwrap();
+    assert!(store.delayed_counts().unwrap().is_empty());
+    // The entries themselves wait until due, when the broker drops them.
+    let due = store.read_delayed(None, 5, 10).unwrap();
+    assert_eq!(due.due.len(), 3);
+    let keys: Vec<_> = due.due.iter().map(|(k, _)| *k).collect();
+    store.drop_delayed(&keys).await.unwrap();
+    assert!(store.read_delayed(None, 5, 10).unwrap().due.is_empty());
     store.close().await.unwrap();
 }
 

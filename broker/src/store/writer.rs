@@ -36,6 +36,12 @@ enum Op {
         cf: Cf,
         key: Vec<u8>,
     },
+    /// A merge operand for the family's merge operator (the `counts` sums).
+    Merge {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
     /// Deletes `[from, to)`: one range tombstone, however many keys it covers.
     DeleteRange {
         cf: Cf,
@@ -74,6 +80,18 @@ impl Batch {
         let value = value.encode_value();
         self.bytes += key.len() + value.len();
         self.ops.push(Op::Put {
+            cf: S::CF,
+            key,
+            value,
+        });
+    }
+
+    /// Adds `value` to the record at `key` through the family's merge operator.
+    pub(crate) fn merge<S: Schema>(&mut self, key: &S::Key, value: &S::Value) {
+        let key = key.encode_key();
+        let value = value.encode_value();
+        self.bytes += key.len() + value.len();
+        self.ops.push(Op::Merge {
             cf: S::CF,
             key,
             value,
@@ -384,6 +402,7 @@ impl Writer {
                 match op {
                     Op::Put { cf: c, key, value } => wb.put_cf(cf(&db, c)?, key, value),
                     Op::Delete { cf: c, key } => wb.delete_cf(cf(&db, c)?, key),
+                    Op::Merge { cf: c, key, value } => wb.merge_cf(cf(&db, c)?, key, value),
                     Op::DeleteRange { cf: c, from, to } => {
                         wb.delete_range_cf(cf(&db, c)?, from, to)
                     }

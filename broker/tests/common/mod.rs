@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod triaged;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

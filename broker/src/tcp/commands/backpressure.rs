@@ -86,7 +86,7 @@ pub async fn publish_event(
     };
     let published = async {
         broker
-            .topic_with_tier(EVENTS_TOPIC, Some(Tier::Memory))
+            .topic_with_tier(EVENTS_TOPIC, Some(Tier::Memory), None)
             .await?
             .publish(vec![body.into()], None)
             .await?;

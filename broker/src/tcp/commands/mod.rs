@@ -34,7 +34,7 @@ pub async fn execute(session: &mut Session, command: Command) -> Result<(), Prot
         } => publish::deferred_publish(session, &topic, defer_ms, body).await,
         Command::Rdy(count) => rdy::apply(session, count),
         Command::Fin(id) => fin::apply(session, &id),
-        Command::Req { id, timeout_ms } => req::apply(session, &id, timeout_ms),
+        Command::Req { id, timeout_ms } => req::apply(session, &id, timeout_ms).await,
         Command::Touch(id) => touch::apply(session, &id),
         Command::Cls => cls::apply(session),
         Command::Nop => nop::apply(session),

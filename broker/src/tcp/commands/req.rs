@@ -1,5 +1,7 @@
 //! `REQ <id> <timeout_ms>`: give the message back, now or after a delay.
-//! Out-of-range delays are clamped, not refused, as nsqd does.
+//! Out-of-range delays are clamped, not refused, as nsqd does. On
+//! persistent and delayed topics a delay is written to the delayed tier, so
+//! it survives a restart; this waits for that write (one group commit).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -7,9 +9,10 @@ use std::time::Duration;
 use triage_protocol::{ErrorCode, MessageId, ProtocolError};
 
 use super::require_subscribed_or_closing;
+use crate::channel::Requeued;
 use crate::tcp::session::Session;
 
-pub(super) fn apply(
+pub(super) async fn apply(
     session: &mut Session,
     id: &MessageId,
     timeout_ms: i64,
@@ -26,12 +29,15 @@ pub(super) fn apply(
     }
     let channel = session
         .channel
-        .as_ref()
+        .clone()
         .ok_or_else(|| failed(id, "no channel"))?;
-    channel
+    let requeued = channel
         .requeue(session.info.id, id, delay)
         .map_err(|e| failed(id, &e.to_string()))?;
     session.info.requeue_count.fetch_add(1, Ordering::Relaxed);
+    if let Requeued::ToStore(msg) = requeued {
+        session.broker.requeue_delayed(&channel, msg, delay).await;
+    }
     Ok(())
 }
 
