@@ -10,7 +10,7 @@ use std::time::Duration;
 use triage_config::load::{env_var, flag_for, KEYS};
 use triage_config::{
     broker_from_toml, load_broker_with_env, BrokerArgs, BrokerConfig, ConfigError, LogFormat,
-    Origin, OverflowPolicy, SyncPolicy, Tier, TierRule,
+    Origin, OverflowPolicy, SyncPolicy, Tier, TierRule, TopicSettings,
 };
 
 fn no_env(_: &str) -> Option<String> {
@@ -671,7 +671,7 @@ fn example_file_commented_examples_are_valid() {
         let is_setting = body.starts_with("[[")
             || body
                 .split_once(" = ")
-                .is_some_and(|(key, _)| KEYS.contains(&key) || key == "pattern" || key == "tier");
+                .is_some_and(|(key, _)| KEYS.contains(&key) || RULE_KEYS.contains(&key));
         uncommented += if is_setting { body } else { line };
         uncommented.push('\n');
     }
@@ -681,6 +681,67 @@ fn example_file_commented_examples_are_valid() {
     );
     let config = broker_from_toml(&uncommented).unwrap();
     assert!(!config.tier_rules.is_empty());
+    // The example shows every setting a rule can carry.
+    let batch = config
+        .tier_rules
+        .iter()
+        .find(|r| r.tier == Tier::Delayed)
+        .unwrap();
+    assert!(!batch.settings.delay.is_zero() && !batch.settings.batch_window.is_zero());
+    assert!(batch.settings.max_attempts > 0);
+}
+
+const RULE_KEYS: &[&str] = &["pattern", "tier", "delay", "batch_window", "max_attempts"];
+
+#[test]
+fn tier_rules_carry_topic_settings_checked_against_their_tier() {
+    let config = broker_from_toml(
+        "max_req_timeout = \"2h\"\n\
+         [[tier_rules]]\npattern = \"batch-*\"\ntier = \"delayed\"\n\
+         delay = \"90m\"\nbatch_window = 60000\nmax_attempts = 5\n\
+         [[tier_rules]]\npattern = \"*\"\ntier = \"persistent\"\nmax_attempts = 3\n",
+    )
+    .unwrap();
+    let matcher = config.tier_matcher().unwrap();
+    let (tier, settings) = matcher.rule_for("batch-nightly");
+    assert_eq!(tier, Tier::Delayed);
+    assert_eq!(
+        settings,
+        TopicSettings {
+            delay: Duration::from_secs(90 * 60),
+            batch_window: Duration::from_secs(60),
+            max_attempts: 5,
+        }
+    );
+    assert_eq!(matcher.rule_for("tickets").1.max_attempts, 3);
+    assert_eq!(matcher.rule_for("x#ephemeral").1, TopicSettings::default());
+
+    for (text, key, needle) in [
+        (
+            "[[tier_rules]]\npattern = \"a\"\ntier = \"persistent\"\ndelay = \"5s\"",
+            "tier_rules[0].delay",
+            "only to delayed-tier topics",
+        ),
+        (
+            "[[tier_rules]]\npattern = \"a\"\ntier = \"delayed\"\ndelay = \"2h\"",
+            "tier_rules[0].delay",
+            "max_req_timeout",
+        ),
+        (
+            "[[tier_rules]]\npattern = \"a\"\ntier = \"delayed\"\nbatch_window = \"soon\"",
+            "tier_rules",
+            "batch_window",
+        ),
+        (
+            "[[tier_rules]]\npattern = \"a\"\ntier = \"memory\"\nmax_attempts = 70000",
+            "tier_rules",
+            "0 to 65535",
+        ),
+    ] {
+        let err = broker_from_toml(text).unwrap_err();
+        assert_eq!(err.key(), Some(key), "{text}: {err}");
+        assert!(err.to_string().contains(needle), "{text}: {err}");
+    }
 }
 
 #[test]
