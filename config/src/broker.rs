@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::load::ConfigError;
 use crate::sync::{check_interval, SyncPolicy};
 use crate::tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};
+use crate::tls::{TlsClientAuthPolicy, TlsMinVersion};
 use crate::units::{format_duration, format_size};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,11 @@ pub struct BrokerConfig {
     pub tls_key: Option<PathBuf>,
     pub tls_root_ca_file: Option<PathBuf>,
     pub tls_required: bool,
+    /// nsqd's `--tls-client-auth-policy`; setting one implies `tls_required`.
+    pub tls_client_auth_policy: TlsClientAuthPolicy,
+    pub tls_min_version: TlsMinVersion,
+    /// HTTPS listener for the HTTP API (needs `tls_cert` and `tls_key`).
+    pub https_address: Option<SocketAddr>,
     pub lookupd_tcp_addresses: Vec<String>,
     pub log_format: LogFormat,
     /// A tracing-subscriber EnvFilter directive, e.g. `info` or `triage_broker=debug`.
@@ -140,6 +146,9 @@ impl Default for BrokerConfig {
             tls_key: None,
             tls_root_ca_file: None,
             tls_required: false,
+            tls_client_auth_policy: TlsClientAuthPolicy::None,
+            tls_min_version: TlsMinVersion::Tls12,
+            https_address: None,
             lookupd_tcp_addresses: Vec::new(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
@@ -379,8 +388,46 @@ impl BrokerConfig {
                     "needs tls_cert and tls_key: client certificates are checked only over TLS",
                 ));
             }
+            if self.tls_client_auth_policy != TlsClientAuthPolicy::None {
+                return Err(invalid(
+                    "tls_client_auth_policy",
+                    self.tls_client_auth_policy,
+                    "needs tls_cert and tls_key: client certificates exist only over TLS",
+                ));
+            }
+            if let Some(https) = self.https_address {
+                return Err(invalid(
+                    "https_address",
+                    https,
+                    "needs tls_cert and tls_key to serve HTTPS",
+                ));
+            }
+        }
+        if self.tls_client_auth_policy == TlsClientAuthPolicy::RequireVerify
+            && self.tls_root_ca_file.is_none()
+        {
+            return Err(invalid(
+                "tls_client_auth_policy",
+                self.tls_client_auth_policy,
+                "needs tls_root_ca_file, the CA that client certificates must chain to",
+            ));
+        }
+        if let Some(https) = self.https_address {
+            if https == self.http_address || https == self.tcp_address {
+                return Err(invalid(
+                    "https_address",
+                    https,
+                    "must differ from http_address and tcp_address",
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Whether clients must upgrade to TLS before any command but IDENTIFY:
+    /// `tls_required`, or any client-certificate policy (as nsqd).
+    pub fn requires_tls(&self) -> bool {
+        self.tls_required || self.tls_client_auth_policy != TlsClientAuthPolicy::None
     }
 
     /// The tier rules compiled once, for the broker to keep and ask per topic.

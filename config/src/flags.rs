@@ -20,6 +20,7 @@ use clap::{Args, Parser};
 use crate::broker::LogFormat;
 use crate::sync::SyncPolicy;
 use crate::tier::{OverflowPolicy, ParseNameError, Tier, TierRule};
+use crate::tls::{TlsClientAuthPolicy, TlsMinVersion};
 use crate::units::{parse_duration, parse_size};
 
 /// What `--version` prints after the program name: `triaged v0.1.0 (nsqd-compatible)`.
@@ -122,6 +123,17 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = tls_required)]
     pub tls_required: Option<bool>,
+    /// Client certificates: none, require (any), require-verify (against
+    /// --tls-root-ca-file); any but none implies --tls-required
+    #[arg(long, value_name = "POLICY", value_parser = name::<TlsClientAuthPolicy>)]
+    pub tls_client_auth_policy: Option<TlsClientAuthPolicy>,
+    /// Lowest TLS version: tls1.2 or tls1.3 (nsqd's ssl3.0, tls1.0 and
+    /// tls1.1 mean tls1.2: nothing older is ever spoken)
+    #[arg(long, value_name = "VERSION", value_parser = name::<TlsMinVersion>)]
+    pub tls_min_version: Option<TlsMinVersion>,
+    /// HTTPS listener for the HTTP API (needs --tls-cert and --tls-key)
+    #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
+    pub https_address: Option<SocketAddr>,
     /// lookupd TCP address to register with (repeat for several)
     #[arg(long = "lookupd-tcp-address", value_name = "ADDR")]
     pub lookupd_tcp_address: Vec<String>,
@@ -190,8 +202,7 @@ impl BrokerArgs {
 /// tune nsqd's diskqueue; here `--sync-policy` says when the persistent tier
 /// fsyncs.
 ///
-/// nsqd's `--auth-http-address`, `--auth-fail-*` and `--tls-client-auth-policy`
-/// are deliberately not here: ignoring them would silently drop a security
+/// nsqd's `--auth-http-address` and `--auth-fail-*` are deliberately not here: ignoring them would silently drop a security
 /// setting, so they stay unknown flags until they are implemented.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "nsqd flags accepted for compatibility and ignored")]
@@ -210,9 +221,6 @@ pub struct IgnoredNsqdArgs {
     /// Ignored: log prefix
     #[arg(long, value_name = "PREFIX", allow_hyphen_values = true)]
     pub log_prefix: Option<String>,
-    /// Ignored: HTTPS listener (not built)
-    #[arg(long, value_name = "ADDR")]
-    pub https_address: Option<String>,
     /// Ignored: timeout for nsqd's outgoing HTTP
     #[arg(long, value_name = "DURATION")]
     pub http_client_connect_timeout: Option<String>,
@@ -259,9 +267,6 @@ pub struct IgnoredNsqdArgs {
     /// Ignored: latency percentile window
     #[arg(long, value_name = "DURATION")]
     pub e2e_processing_latency_window_time: Option<String>,
-    /// Ignored: rustls never accepts less than TLS 1.2, which is nsqd's highest choice
-    #[arg(long, value_name = "VERSION")]
-    pub tls_min_version: Option<String>,
 }
 
 impl IgnoredNsqdArgs {
@@ -272,7 +277,6 @@ impl IgnoredNsqdArgs {
             ("--node-id", self.node_id.is_some()),
             ("--worker-id", self.worker_id.is_some()),
             ("--log-prefix", self.log_prefix.is_some()),
-            ("--https-address", self.https_address.is_some()),
             (
                 "--http-client-connect-timeout",
                 self.http_client_connect_timeout.is_some(),
@@ -312,7 +316,6 @@ impl IgnoredNsqdArgs {
                 "--e2e-processing-latency-window-time",
                 self.e2e_processing_latency_window_time.is_some(),
             ),
-            ("--tls-min-version", self.tls_min_version.is_some()),
         ];
         flags
             .into_iter()
@@ -658,7 +661,6 @@ mod tests {
     fn ignored_nsqd_flags_are_accepted_and_reported() {
         let args = parse(&[
             "-node-id=7",
-            "--https-address=127.0.0.1:0",
             "--sync-every",
             "2500",
             "--sync-timeout=2s",
@@ -672,7 +674,6 @@ mod tests {
             vec![
                 "--node-id",
                 "--log-prefix",
-                "--https-address",
                 "--max-bytes-per-file",
                 "--sync-every",
                 "--sync-timeout",
@@ -685,7 +686,23 @@ mod tests {
     #[test]
     fn security_flags_we_cannot_honour_are_refused() {
         assert!(parse_err(&["--auth-http-address=127.0.0.1:8080"]).contains("auth-http-address"));
-        assert!(parse_err(&["--tls-client-auth-policy=require-verify"]).contains("tls-client-auth"));
+    }
+
+    #[test]
+    fn tls_flags_take_nsqd_values() {
+        let args = parse(&[
+            "--tls-client-auth-policy=require-verify",
+            "-tls-min-version=tls1.0",
+            "--https-address=127.0.0.1:4152",
+        ]);
+        assert_eq!(
+            args.tls_client_auth_policy,
+            Some(TlsClientAuthPolicy::RequireVerify)
+        );
+        assert_eq!(args.tls_min_version, Some(TlsMinVersion::Tls12));
+        assert_eq!(args.https_address, Some("127.0.0.1:4152".parse().unwrap()));
+        let err = parse_err(&["--tls-client-auth-policy=maybe"]);
+        assert!(err.contains("require-verify"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod flags;
 pub mod load;
 pub mod sync;
 pub mod tier;
+pub mod tls;
 pub mod units;
 
 pub use broker::{BrokerConfig, LogFormat};
@@ -23,3 +24,4 @@ pub use flags::{normalize_nsqd_args, BrokerArgs};
 pub use load::{broker_from_toml, load_broker, load_broker_with_env, ConfigError, Origin};
 pub use sync::{ParseSyncPolicyError, SyncPolicy};
 pub use tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule, TopicSettings};
+pub use tls::{TlsClientAuthPolicy, TlsMinVersion};

@@ -136,6 +136,9 @@ pub const KEYS: &[&str] = &[
     "tls_key",
     "tls_root_ca_file",
     "tls_required",
+    "tls_client_auth_policy",
+    "tls_min_version",
+    "https_address",
     "lookupd_tcp_addresses",
     "log_format",
     "log_level",
@@ -407,6 +410,10 @@ fn apply(
         optional_path,
     )?;
     set.key("tls_required", &mut config.tls_required, tls_required)?;
+    let policy = &mut config.tls_client_auth_policy;
+    set.key("tls_client_auth_policy", policy, name)?;
+    set.key("tls_min_version", &mut config.tls_min_version, name)?;
+    set.key("https_address", &mut config.https_address, optional_address)?;
     let lookupd = &mut config.lookupd_tcp_addresses;
     set.key("lookupd_tcp_addresses", lookupd, list)?;
     set.key("log_format", &mut config.log_format, name)?;
@@ -448,6 +455,14 @@ impl Setter<'_> {
 
 fn address(raw: &Raw) -> Result<std::net::SocketAddr, String> {
     flags::socket_addr(raw.text(flags::ADDRESS_EXPECTED)?)
+}
+
+fn optional_address(raw: &Raw) -> Result<Option<std::net::SocketAddr>, String> {
+    let text = raw.text(flags::ADDRESS_EXPECTED)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    flags::socket_addr(text).map(Some)
 }
 
 fn string(raw: &Raw) -> Result<String, String> {
@@ -657,6 +672,9 @@ fn apply_flags(config: &mut BrokerConfig, args: &BrokerArgs, origins: &mut Origi
     flag!(tls_key);
     flag!(tls_root_ca_file);
     flag!(tls_required);
+    flag!(tls_client_auth_policy);
+    flag!(tls_min_version);
+    flag!(https_address);
     flag!(lookupd_tcp_addresses <- lookupd_tcp_address);
     flag!(log_format);
     flag!(log_level);

@@ -10,7 +10,8 @@ use std::time::Duration;
 use triage_config::load::{env_var, flag_for, KEYS};
 use triage_config::{
     broker_from_toml, load_broker_with_env, BrokerArgs, BrokerConfig, ConfigError, LogFormat,
-    Origin, OverflowPolicy, SyncPolicy, Tier, TierRule, TopicSettings,
+    Origin, OverflowPolicy, SyncPolicy, Tier, TierRule, TlsClientAuthPolicy, TlsMinVersion,
+    TopicSettings,
 };
 
 fn no_env(_: &str) -> Option<String> {
@@ -74,6 +75,9 @@ const SAMPLES: &[(&str, &str)] = &[
     ("tls_key", "/etc/triage/key.pem"),
     ("tls_root_ca_file", "/etc/triage/ca.pem"),
     ("tls_required", "true"),
+    ("tls_client_auth_policy", "require-verify"),
+    ("tls_min_version", "tls1.3"),
+    ("https_address", "127.0.0.1:5152"),
     ("lookupd_tcp_addresses", "10.0.0.1:4160,10.0.0.2:4160"),
     ("log_format", "json"),
     ("log_level", "triage_broker=debug"),
@@ -114,6 +118,9 @@ fn sampled() -> BrokerConfig {
         tls_key: Some("/etc/triage/key.pem".into()),
         tls_root_ca_file: Some("/etc/triage/ca.pem".into()),
         tls_required: true,
+        tls_client_auth_policy: TlsClientAuthPolicy::RequireVerify,
+        tls_min_version: TlsMinVersion::Tls13,
+        https_address: Some("127.0.0.1:5152".parse().unwrap()),
         lookupd_tcp_addresses: vec!["10.0.0.1:4160".into(), "10.0.0.2:4160".into()],
         log_format: LogFormat::Json,
         log_level: "triage_broker=debug".into(),
@@ -136,6 +143,10 @@ fn sampled() -> BrokerConfig {
     }
 }
 
+fn is_tls(key: &str) -> bool {
+    key.starts_with("tls_") || key == "https_address"
+}
+
 #[test]
 fn samples_cover_every_key() {
     let sample_keys: Vec<&str> = SAMPLES.iter().map(|(k, _)| *k).collect();
@@ -146,7 +157,8 @@ fn samples_cover_every_key() {
     for (key, _) in SAMPLES {
         let alone: Vec<(String, String)> = SAMPLES
             .iter()
-            .filter(|(k, _)| k == key || key.starts_with("tls_") && k.starts_with("tls_"))
+            // TLS keys only load together (each needs the certificate).
+            .filter(|(k, _)| k == key || is_tls(key) && is_tls(k))
             .map(|(k, v)| (env_var(k), (*v).to_owned()))
             .collect();
         let env = move |name: &str| {
@@ -518,6 +530,17 @@ fn every_validation_error_names_its_key() {
         ("tls_required", |c| c.tls_required = true),
         ("tls_root_ca_file", |c| {
             c.tls_root_ca_file = Some("ca.pem".into())
+        }),
+        ("tls_client_auth_policy", |c| {
+            c.tls_client_auth_policy = TlsClientAuthPolicy::Require
+        }),
+        ("https_address", |c| {
+            c.https_address = Some("127.0.0.1:4152".parse().unwrap())
+        }),
+        ("tls_client_auth_policy", |c| {
+            c.tls_cert = Some("c.pem".into());
+            c.tls_key = Some("k.pem".into());
+            c.tls_client_auth_policy = TlsClientAuthPolicy::RequireVerify
         }),
         ("lookupd_tcp_addresses[1]", |c| {
             c.lookupd_tcp_addresses = vec!["a:4160".into(), "a".into()]
