@@ -113,15 +113,34 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The delayed tier's clock, scheduler wake-ups and pending counts.
     pub delayed: Delayed,
+    /// Set when `tls_cert` and `tls_key` are: for IDENTIFY's `tls_v1` and HTTPS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Broker {
     /// # Errors
-    /// When a tier rule's pattern does not compile (a validated config has none).
+    /// When a tier rule's pattern does not compile (a validated config has
+    /// none), or the TLS certificate, key or CA file cannot be used.
     pub fn new(
         config: BrokerConfig,
         store: Arc<Store>,
         shutdown: CancellationToken,
+    ) -> Result<Arc<Broker>, ConfigError> {
+        let tls = crate::tls::server_config(&config).map_err(|e| e.into_config_error())?;
+        Broker::with_tls(config, store, shutdown, tls)
+    }
+
+    /// [`Broker::new`] with the TLS server config already built (from
+    /// [`crate::tls::server_config`]), as the server does before it opens
+    /// the store.
+    ///
+    /// # Errors
+    /// When a tier rule's pattern does not compile (a validated config has none).
+    pub fn with_tls(
+        config: BrokerConfig,
+        store: Arc<Store>,
+        shutdown: CancellationToken,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Arc<Broker>, ConfigError> {
         let tiers = config.tier_matcher()?;
         Ok(Arc::new_cyclic(|broker| Broker {
@@ -136,6 +155,7 @@ impl Broker {
             shutdown,
             tracker: TaskTracker::new(),
             delayed: Delayed::new(Clock::new()),
+            tls,
         }))
     }
 

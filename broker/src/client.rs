@@ -20,6 +20,8 @@ pub struct ClientIdentity {
     pub snappy: bool,
     pub sample_rate: i64,
     pub msg_timeout_ms: u64,
+    /// Set once the connection upgraded to TLS.
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 #[derive(Debug)]
@@ -57,6 +59,11 @@ impl ClientInfo {
 
     pub fn set_identity(&self, identity: ClientIdentity) {
         *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+    }
+
+    /// Changes part of the identity (the TLS session, set after the upgrade).
+    pub fn update_identity(&self, change: impl FnOnce(&mut ClientIdentity)) {
+        change(&mut self.identity.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     pub fn identity(&self) -> ClientIdentity {

@@ -34,29 +34,31 @@ const SCAN_BATCH: usize = 4096;
 /// After a failed read or release, the scheduler tries again this much later.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Wall-clock milliseconds, advanced by tokio's clock.
+/// Wall-clock milliseconds, advanced by tokio's clock. Kept in nanoseconds
+/// and floored once, so "now" is never ahead of the wall clock by rounding.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    wall_ms_at_start: u64,
+    wall_ns_at_start: u64,
     start: Instant,
 }
 
 impl Clock {
     pub fn new() -> Clock {
         Clock {
-            wall_ms_at_start: u64::try_from(crate::client::unix_nanos() / 1_000_000).unwrap_or(0),
+            wall_ns_at_start: u64::try_from(crate::client::unix_nanos()).unwrap_or(0),
             start: Instant::now(),
         }
     }
 
     pub fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.wall_ms_at_start.saturating_add(elapsed)
+        let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wall_ns_at_start.saturating_add(elapsed) / 1_000_000
     }
 
     /// The tokio instant of a due time, for sleeping until it.
     fn instant_of(&self, due_ms: u64) -> Instant {
-        self.start + Duration::from_millis(due_ms.saturating_sub(self.wall_ms_at_start))
+        let due_ns = due_ms.saturating_mul(1_000_000);
+        self.start + Duration::from_nanos(due_ns.saturating_sub(self.wall_ns_at_start))
     }
 }
 
@@ -363,10 +365,11 @@ mod tests {
         let before = clock.now_ms();
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(clock.now_ms() - before, 5000);
-        assert_eq!(
-            clock.instant_of(before + 1000),
-            clock.start + Duration::from_millis(before + 1000 - clock.wall_ms_at_start)
-        );
+        // Sleeping until a due time wakes no earlier than it.
+        let due = before + 1000;
+        let at = clock.instant_of(due);
+        tokio::time::sleep_until(at).await;
+        assert!(clock.now_ms() >= due);
     }
 
     #[test]

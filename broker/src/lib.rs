@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod tcp;
+pub mod tls;
 pub mod topic;
 
 pub use broker::Broker;

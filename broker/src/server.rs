@@ -31,6 +31,8 @@ pub struct Server {
     pub broker: Arc<Broker>,
     pub tcp_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Set when `https_address` is.
+    pub https_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -65,11 +67,25 @@ impl Server {
                 source,
             })?;
 
+        let https = match config.https_address {
+            Some(addr) => {
+                let bind_error = |source| StartError::BindHttp { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+                let local = listener.local_addr().map_err(bind_error)?;
+                Some((listener, local))
+            }
+            None => None,
+        };
+        let https_addr = https.as_ref().map(|(_, addr)| *addr);
+
         // From here on the config says where we really listen (port 0 is
         // resolved), as nsqd's RealTCPAddr: /info reports it.
         config.tcp_address = tcp_addr;
         config.http_address = http_addr;
+        config.https_address = https_addr;
 
+        // Before the data dir is touched: a bad certificate is a config error.
+        let tls = crate::tls::server_config(&config).map_err(|e| e.into_config_error())?;
         let path = config.data_path.display().to_string();
         let options = StoreOptions {
             sync: config.sync_policy,
@@ -87,7 +103,7 @@ impl Server {
                 path: path.clone(),
                 source,
             })?;
-        let broker = Broker::new(config, Arc::new(store), CancellationToken::new())?;
+        let broker = Broker::with_tls(config, Arc::new(store), CancellationToken::new(), tls)?;
         let recovering = broker.clone();
         let restored = tokio::task::spawn_blocking(move || recovering.recover())
             .await
@@ -112,6 +128,12 @@ impl Server {
         broker
             .tracker
             .spawn(crate::http::serve(broker.clone(), http_listener));
+        if let Some((listener, addr)) = https {
+            tracing::info!("HTTPS: listening on {addr}");
+            broker
+                .tracker
+                .spawn(crate::http::https::serve(broker.clone(), listener, addr));
+        }
         broker.tracker.spawn(broker.clone().run_checkpoints());
         broker
             .tracker
@@ -120,6 +142,7 @@ impl Server {
             broker,
             tcp_addr,
             http_addr,
+            https_addr,
         })
     }
 

@@ -115,7 +115,7 @@ mod tests {
         assert!("verify".parse::<TlsClientAuthPolicy>().is_err());
         assert_eq!("tls1.0".parse::<TlsMinVersion>(), Ok(TlsMinVersion::Tls12));
         assert_eq!("TLS1.3".parse::<TlsMinVersion>(), Ok(TlsMinVersion::Tls13));
-        let err = "tls2".parse::<TlsMinVersion>().unwrap_err();
+        let err = "tls2".parse::<TlsMinVersion>().expect_err("not a version");
         assert!(err.to_string().contains("tls1.3"), "{err}");
     }
 }

@@ -7,6 +7,7 @@
 //! endpoints, [`stats`] `/ping`, `/info`, `/stats` and `/metrics`.
 
 mod admin;
+pub mod https;
 mod publish;
 mod stats;
 

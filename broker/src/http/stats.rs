@@ -115,7 +115,7 @@ pub struct ClientStats {
     pub snappy: bool,
     pub user_agent: String,
     pub tls: bool,
-    pub tls_cipher_suite: &'static str,
+    pub tls_cipher_suite: String,
     pub tls_version: &'static str,
     pub tls_negotiated_protocol: &'static str,
     pub tls_negotiated_protocol_is_mutual: bool,
@@ -214,11 +214,18 @@ fn channel_stats(broker: &Broker, channel: &Channel, include_clients: bool) -> C
                     deflate: identity.deflate,
                     snappy: identity.snappy,
                     user_agent: identity.user_agent,
-                    tls: false,
-                    tls_cipher_suite: "",
-                    tls_version: "",
+                    tls: identity.tls.is_some(),
+                    tls_cipher_suite: identity
+                        .tls
+                        .as_ref()
+                        .map(|t| t.cipher_suite.clone())
+                        .unwrap_or_default(),
+                    tls_version: identity.tls.as_ref().map_or("", |t| t.version),
                     tls_negotiated_protocol: "",
-                    tls_negotiated_protocol_is_mutual: false,
+                    tls_negotiated_protocol_is_mutual: identity
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| t.client_certificate),
                 }
             })
             .collect()

@@ -1,24 +1,90 @@
-//! A client's socket with its buffers and, once negotiated, its compression.
+//! A client's socket with its buffers and, once negotiated, its TLS session
+//! and its compression.
 //!
 //! Knows bytes, not commands: it fills [`Connection::input`] with plain bytes
 //! and writes whatever frames were appended to [`Connection::output`].
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use triage_protocol::compress::{Decoder, Encoder};
+
+use crate::tls::TlsInfo;
+
+/// The socket, plain or upgraded to TLS. One owner reads and writes it in
+/// turn (the session never does both at once), so it is not split.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while an upgrade holds the socket, or after it failed.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection lost in a TLS upgrade",
+    )
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
 
 /// How much we ask the socket for at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct Connection {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    stream: Stream,
     /// Compressed bytes not yet decoded (only used once compression is on).
     raw_input: BytesMut,
     /// Plain bytes not yet parsed into commands.
@@ -42,10 +108,8 @@ impl Connection {
     pub fn new(stream: TcpStream, max_input: usize) -> Connection {
         // Small frames (responses, single messages) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
         Connection {
-            reader,
-            writer,
+            stream: Stream::Plain(stream),
             raw_input: BytesMut::new(),
             input: BytesMut::with_capacity(READ_CHUNK),
             output: BytesMut::with_capacity(READ_CHUNK),
@@ -63,7 +127,7 @@ impl Connection {
     pub async fn read(&mut self) -> io::Result<bool> {
         if self.decoder.is_none() {
             self.input.reserve(READ_CHUNK);
-            return Ok(self.reader.read_buf(&mut self.input).await? > 0);
+            return Ok(self.stream.read_buf(&mut self.input).await? > 0);
         }
         // Hand out what the decoder held back before reading more from the socket.
         if self.decoder_has_more {
@@ -74,7 +138,7 @@ impl Connection {
             }
         }
         self.raw_input.reserve(READ_CHUNK);
-        if self.reader.read_buf(&mut self.raw_input).await? == 0 {
+        if self.stream.read_buf(&mut self.raw_input).await? == 0 {
             return Ok(false);
         }
         self.decode()?;
@@ -117,7 +181,13 @@ impl Connection {
             }
             None => &self.output,
         };
-        match tokio::time::timeout(timeout, self.writer.write_all(bytes)).await {
+        let stream = &mut self.stream;
+        let write = async move {
+            stream.write_all(bytes).await?;
+            // A TLS stream holds records until flushed; a TCP flush is free.
+            stream.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
             Ok(result) => result?,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
         }
@@ -139,8 +209,47 @@ impl Connection {
         Ok(())
     }
 
+    /// Runs the server side of a TLS handshake on the socket, within
+    /// `timeout`; from then on every byte in either direction is encrypted.
+    /// The client must wait for the IDENTIFY reply before starting it, so
+    /// plain bytes already read would be a protocol error.
+    pub async fn upgrade_tls(
+        &mut self,
+        acceptor: &TlsAcceptor,
+        timeout: Duration,
+    ) -> io::Result<TlsInfo> {
+        if !self.input.is_empty() || self.decoder.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bytes arrived before the TLS handshake",
+            ));
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the connection is already upgraded",
+            ));
+        };
+        let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ))
+            }
+        };
+        let info = TlsInfo::of(tls.get_ref().1);
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(info)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
     /// Best-effort close after a final flush.
     pub async fn shutdown(&mut self) {
-        let _ = self.writer.shutdown().await;
+        let _ = self.stream.shutdown().await;
     }
 }

@@ -120,10 +120,72 @@ pub enum Read {
     TimedOut,
 }
 
-/// A raw NSQ V2 client over one TCP connection.
+/// The client's socket, plain or upgraded to TLS after IDENTIFY.
+#[derive(Debug)]
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl tokio::io::AsyncRead for ClientStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Gone => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ClientStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::Gone => {
+                std::task::Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()))
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Gone => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Gone => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A raw NSQ V2 client over one TCP connection (TLS once negotiated).
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
+    /// With a config, an IDENTIFY reply with `tls_v1: true` upgrades to TLS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Plain bytes from the server not yet parsed into frames.
     input: BytesMut,
     /// Compressed bytes not yet decoded (only once compression is on).
@@ -145,7 +207,8 @@ impl Client {
             .expect("connect");
         stream.set_nodelay(true).unwrap();
         Client {
-            stream,
+            stream: ClientStream::Plain(stream),
+            tls: None,
             input: BytesMut::new(),
             raw_input: BytesMut::new(),
             encoder: None,
@@ -172,9 +235,14 @@ impl Client {
             }
             None => BytesMut::from(bytes),
         };
-        match tokio::time::timeout(READ_TIMEOUT, self.stream.write_all(&wire)).await {
+        let stream = &mut self.stream;
+        let write = async move {
+            stream.write_all(&wire).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(READ_TIMEOUT, write).await {
             Ok(result) => result,
-            Err(_) => panic!("write of {} bytes timed out", wire.len()),
+            Err(_) => panic!("write timed out"),
         }
     }
 
@@ -215,8 +283,11 @@ impl Client {
             match read {
                 Ok(0) => return Read::Closed,
                 Ok(_) => {}
-                // A reset after the server closed is as good as a FIN here.
-                Err(e) if is_disconnect(&e) => return Read::Closed,
+                // A reset after the server closed is as good as a FIN here,
+                // and so is a TLS alert (a refused client certificate).
+                Err(e) if is_disconnect(&e) || e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Read::Closed
+                }
                 Err(e) => panic!("read from broker: {e}"),
             }
             if let Some(decoder) = self.decoder.as_mut() {
@@ -388,8 +459,12 @@ impl Client {
         }
     }
 
-    /// Switches to the compression the IDENTIFY reply negotiated.
+    /// Switches to TLS (a TLS handshake, then an `OK` over TLS) and then to
+    /// the compression the IDENTIFY reply negotiated, as nsqd orders them.
     async fn upgrade(&mut self, reply: &Value) {
+        if reply["tls_v1"] == Value::Bool(true) {
+            assert!(self.try_tls_upgrade().await, "the TLS upgrade failed");
+        }
         let (encoder, decoder) = if reply["snappy"] == Value::Bool(true) {
             (
                 Encoder::Snappy(SnappyEncoder::new()),
@@ -418,6 +493,30 @@ impl Client {
         self.expect_ok().await;
     }
 
+    /// The TLS half of IDENTIFY's upgrade: the handshake, then `OK` over
+    /// TLS. False if either fails (a refused client certificate).
+    pub async fn try_tls_upgrade(&mut self) -> bool {
+        let config = self
+            .tls
+            .clone()
+            .expect("the broker upgraded to TLS, but this client has no TLS config");
+        assert!(self.input.is_empty(), "bytes before the TLS handshake");
+        let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Gone)
+        else {
+            panic!("already upgraded");
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connect = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+        let Ok(Ok(tls)) = tokio::time::timeout(READ_TIMEOUT, connect).await else {
+            return false;
+        };
+        self.stream = ClientStream::Tls(Box::new(tls));
+        matches!(
+            self.read_within(READ_TIMEOUT).await,
+            Read::Frame(Frame::Response(ok)) if ok == triage_protocol::OK
+        )
+    }
+
     /// Exactly `n` bytes as they come off the socket, bypassing frame parsing
     /// and decompression (for checking what the wire carries).
     pub async fn read_raw(&mut self, n: usize) -> Vec<u8> {
@@ -439,7 +538,15 @@ impl Client {
 
     /// This end's address: the broker sees it as the client's `remote_addr`.
     pub fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().unwrap()
+        match &self.stream {
+            ClientStream::Plain(s) => s.local_addr().unwrap(),
+            ClientStream::Tls(s) => s.get_ref().0.local_addr().unwrap(),
+            ClientStream::Gone => panic!("connection lost"),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, ClientStream::Tls(_))
     }
 
     pub fn is_compressed(&self) -> bool {

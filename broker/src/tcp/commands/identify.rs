@@ -37,6 +37,7 @@ pub(super) async fn apply(
 
     // As nsqd: without feature negotiation the client gets `OK` and nothing is upgraded.
     let negotiate = request.feature_negotiation;
+    let tls = negotiate && request.tls_v1 && session.broker.tls.is_some();
     let deflate = negotiate && request.deflate && config.deflate;
     let snappy = negotiate && request.snappy && config.snappy;
     if deflate && snappy {
@@ -71,6 +72,7 @@ pub(super) async fn apply(
         snappy: compression == Compression::Snappy,
         sample_rate: request.sample_rate,
         msg_timeout_ms: session.settings.msg_timeout.as_millis() as u64,
+        tls: None,
     });
 
     if request.feature_negotiation {
@@ -80,7 +82,7 @@ pub(super) async fn apply(
             version: crate::VERSION.to_owned(),
             max_msg_timeout: config.max_msg_timeout.as_millis() as u64,
             msg_timeout: session.settings.msg_timeout.as_millis() as u64,
-            tls_v1: false,
+            tls_v1: tls,
             deflate: matches!(compression, Compression::Deflate(_)),
             deflate_level,
             max_deflate_level: config.max_deflate_level as i64,
@@ -101,6 +103,33 @@ pub(super) async fn apply(
         frame::encode_response(triage_protocol::OK, &mut session.conn.output);
     }
 
+    // The reply goes out plain. Then, as nsqd: the TLS handshake and an
+    // `OK` over TLS; then compression and an `OK` already compressed.
+    let upgrade_failed = |e: std::io::Error| {
+        ProtocolError::new(ErrorCode::IdentifyFailed, format!("IDENTIFY failed {e}"))
+    };
+    let timeout = session
+        .settings
+        .heartbeat_interval
+        .unwrap_or(config.client_timeout);
+    if let Some(server) = session.broker.tls.clone().filter(|_| tls) {
+        session.conn.flush(timeout).await.map_err(upgrade_failed)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let info = session
+            .conn
+            .upgrade_tls(&acceptor, config.handshake_timeout)
+            .await
+            .map_err(upgrade_failed)?;
+        tracing::debug!(
+            client = session.info.id,
+            version = info.version,
+            "TLS upgrade"
+        );
+        session
+            .info
+            .update_identity(|identity| identity.tls = Some(info));
+        frame::encode_response(triage_protocol::OK, &mut session.conn.output);
+    }
     let (encoder, decoder) = match compression {
         Compression::None => return Ok(()),
         Compression::Snappy => (
@@ -112,14 +141,6 @@ pub(super) async fn apply(
             Decoder::Deflate(DeflateDecoder::new()),
         ),
     };
-    // The reply goes out plain; everything after it is compressed, starting with an OK.
-    let upgrade_failed = |e: std::io::Error| {
-        ProtocolError::new(ErrorCode::IdentifyFailed, format!("IDENTIFY failed {e}"))
-    };
-    let timeout = session
-        .settings
-        .heartbeat_interval
-        .unwrap_or(config.client_timeout);
     session.conn.flush(timeout).await.map_err(upgrade_failed)?;
     session
         .conn

@@ -21,6 +21,16 @@ pub use backpressure::{publish_event as publish_backpressure_event, tier_flows, 
 use super::session::{ClientState, Session};
 
 pub async fn execute(session: &mut Session, command: Command) -> Result<(), ProtocolError> {
+    if session.broker.config.requires_tls()
+        && !session.conn.is_tls()
+        && !matches!(command, Command::Identify(_))
+    {
+        // nsqd's enforceTLSPolicy: nothing but IDENTIFY before the upgrade.
+        return Err(ProtocolError::new(
+            ErrorCode::Invalid,
+            format!("cannot {} in current state (TLS required)", command.name()),
+        ));
+    }
     match command {
         Command::Identify(request) => identify::apply(session, request).await,
         Command::Auth(_) => auth::apply(session),
