@@ -15,7 +15,7 @@ use triage_config::units::parse_duration;
 use triage_protocol::names::{is_valid_channel_name, is_valid_topic_name};
 
 use crate::budget::Priority;
-use crate::consumer::{Backoff, ConsumerConfig};
+use crate::consumer::{Backoff, Compression, ConsumerConfig};
 use crate::degrade::DegradeConfig;
 use crate::error::ConfigError;
 use crate::latency::LatencyWindow;
@@ -43,6 +43,8 @@ pub struct WorkerConfig {
     pub backoff: Backoff,
     /// How long shutdown waits for in-flight messages.
     pub shutdown_timeout: Duration,
+    /// Asked of the broker for every subscription's connection.
+    pub compression: Compression,
     pub subscriptions: Vec<SubscriptionConfig>,
 }
 
@@ -104,6 +106,7 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
     pub const CORE: bool = true;
+    pub const DEFLATE_LEVEL: u64 = 6;
 }
 
 impl WorkerConfig {
@@ -134,6 +137,7 @@ impl WorkerConfig {
             max_in_flight: self.max_in_flight,
             backoff: self.backoff,
             shutdown_timeout: self.shutdown_timeout,
+            compression: self.compression,
             latency_window: LatencyWindow {
                 max_age: Some(self.latency_window),
                 ..LatencyWindow::default()
@@ -284,6 +288,8 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
         "concurrency",
         "max_in_flight",
         "shutdown_timeout",
+        "compression",
+        "deflate_level",
         "degrade",
         "backoff",
         "subscriptions",
@@ -313,6 +319,7 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
     let shutdown_timeout = root
         .duration("shutdown_timeout")?
         .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
+    let compression = read_compression(&root)?;
     let (degrade, latency_window) = read_degrade(root.section("degrade")?)?;
     let backoff = read_backoff(root.section("backoff")?)?;
 
@@ -367,6 +374,7 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
         latency_window,
         backoff,
         shutdown_timeout,
+        compression,
         subscriptions,
     })
 }
@@ -376,6 +384,33 @@ fn is_host_port(address: &str) -> bool {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
         None => false,
     }
+}
+
+fn read_compression(root: &Section<'_>) -> Result<Compression, ConfigError> {
+    let level = root.integer("deflate_level", 1)?;
+    let compression = match root.string("compression")?.unwrap_or("none") {
+        "none" => Compression::None,
+        "snappy" => Compression::Snappy,
+        "deflate" => {
+            let level = level.unwrap_or(defaults::DEFLATE_LEVEL);
+            match u8::try_from(level) {
+                Ok(level) if level <= 9 => Compression::Deflate(level),
+                _ => {
+                    return Err(root.error("deflate_level", format!("must be 1 to 9, got {level}")))
+                }
+            }
+        }
+        other => {
+            return Err(root.error(
+                "compression",
+                format!("must be \"none\", \"snappy\" or \"deflate\", got {other:?}"),
+            ))
+        }
+    };
+    if level.is_some() && !matches!(compression, Compression::Deflate(_)) {
+        return Err(root.error("deflate_level", "only with compression = \"deflate\""));
+    }
+    Ok(compression)
 }
 
 fn read_degrade(section: Option<Section<'_>>) -> Result<(DegradeConfig, Duration), ConfigError> {
@@ -632,6 +667,8 @@ hostname = "host-1"
 concurrency = 4
 max_in_flight = 30
 shutdown_timeout = "5s"
+compression = "deflate"
+deflate_level = 3
 
 [degrade]
 threshold = "300ms"
@@ -671,6 +708,7 @@ core = false
         );
         assert_eq!(c.max_in_flight, Some(30));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(c.compression, Compression::Deflate(3));
         assert_eq!(c.degrade.threshold, Duration::from_millis(300));
         assert_eq!(c.degrade.overload_threshold, Duration::from_secs(1));
         assert_eq!(c.degrade.recover_below, Duration::from_millis(100));
@@ -759,6 +797,18 @@ core = false
                 "subscriptions[0].steps[0].url: must start with http://",
             ),
             ("broker = [".to_owned(), "line 1: not valid TOML"),
+            (
+                MINIMAL.replace("4150\"", "4150\"\ncompression = \"lz4\""),
+                "compression: must be \"none\", \"snappy\" or \"deflate\"",
+            ),
+            (
+                MINIMAL.replace("4150\"", "4150\"\ncompression = \"deflate\"\ndeflate_level = 10"),
+                "deflate_level: must be 1 to 9",
+            ),
+            (
+                MINIMAL.replace("4150\"", "4150\"\ndeflate_level = 3"),
+                "deflate_level: only with compression",
+            ),
             (
                 "broker = \"h:1\"\n".to_owned(),
                 "subscriptions: at least one",

@@ -26,6 +26,7 @@ use crate::budget::{allocate, Priority};
 use crate::degrade::{DegradeConfig, DegradeController, Level};
 use crate::error::{ConfigError, ConsumerError, HandlerError};
 use crate::latency::{LatencyMonitor, LatencySignal, LatencySnapshot, LatencyWindow, Sample};
+pub use crate::wire::Compression;
 use crate::wire::{refused, Wire};
 
 /// A message and where it came from, as a handler receives it.
@@ -120,6 +121,8 @@ pub struct ConsumerConfig {
     pub max_in_flight: Option<u64>,
     /// Delay between attempts to reconnect a lost subscription.
     pub reconnect: Backoff,
+    /// Asked for in IDENTIFY; used when the broker agrees.
+    pub compression: Compression,
     /// `None` keeps the broker's default.
     pub heartbeat_interval: Option<Duration>,
     /// `None` keeps the broker's default.
@@ -155,6 +158,7 @@ impl Default for ConsumerConfig {
                 base: Duration::from_millis(100),
                 max: Duration::from_secs(10),
             },
+            compression: Compression::None,
             heartbeat_interval: None,
             msg_timeout: None,
             touch_every: None,
@@ -186,6 +190,14 @@ impl ConsumerConfig {
         }
         if self.touch_every.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::new("touch_every", "must be above zero"));
+        }
+        if let Compression::Deflate(level) = self.compression {
+            if !(1..=9).contains(&level) {
+                return Err(ConfigError::new(
+                    "deflate_level",
+                    format!("must be 1 to 9, got {level}"),
+                ));
+            }
         }
         if self.max_frame_size < 64 {
             return Err(ConfigError::new(
@@ -568,11 +580,37 @@ impl<H: Handler> Connection<H> {
             feature_negotiation: true,
             heartbeat_interval: ms(config.heartbeat_interval),
             msg_timeout: ms(config.msg_timeout),
+            snappy: config.compression == Compression::Snappy,
+            deflate: matches!(config.compression, Compression::Deflate(_)),
+            deflate_level: match config.compression {
+                Compression::Deflate(level) => i64::from(level),
+                _ => 0,
+            },
             ..IdentifyRequest::default()
         });
         let reply = wire.request(&identify, deadline).await?;
         let msg_timeout = match serde_json::from_slice::<IdentifyResponse>(&reply) {
-            Ok(negotiated) => Duration::from_millis(negotiated.msg_timeout),
+            Ok(negotiated) => {
+                let compression = if negotiated.snappy {
+                    Compression::Snappy
+                } else if negotiated.deflate {
+                    Compression::Deflate(u8::try_from(negotiated.deflate_level).unwrap_or(6))
+                } else {
+                    Compression::None
+                };
+                if compression != Compression::None {
+                    // The broker switches right after its reply and confirms with a compressed OK.
+                    wire.enable_compression(compression)?;
+                    let ok = wire.response("IDENTIFY", deadline).await?;
+                    if ok != triage_protocol::OK {
+                        return Err(ConsumerError::Unexpected {
+                            command: "IDENTIFY",
+                            reply: String::from_utf8_lossy(&ok).into_owned(),
+                        });
+                    }
+                }
+                Duration::from_millis(negotiated.msg_timeout)
+            }
             // A broker without feature negotiation answers OK and keeps nsqd's default.
             Err(_) if reply == triage_protocol::OK => Duration::from_secs(60),
             Err(e) => {

@@ -203,4 +203,63 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, StepError::Spawn { .. }), "{error}");
     }
+
+    fn http_step(url: String, timeout: Duration) -> Step {
+        let config = StepConfig {
+            name: "h".to_owned(),
+            core: true,
+            timeout,
+            action: StepAction::Http { url },
+        };
+        Step::new(&config, &http_client())
+    }
+
+    #[tokio::test]
+    async fn http_posts_the_body_and_wants_a_2xx() {
+        use axum::http::StatusCode;
+        use axum::routing::post;
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new()
+            .route(
+                "/ok",
+                post(move |body: Bytes| {
+                    let _ = tx.send(body);
+                    async { StatusCode::NO_CONTENT }
+                }),
+            )
+            .route("/fail", post(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    StatusCode::OK
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = |path: &str| format!("http://{address}{path}");
+
+        let ok = http_step(url("/ok"), Duration::from_secs(10));
+        ok.run(Bytes::from_static(b"ticket 9")).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"ticket 9"));
+
+        let fail = http_step(url("/fail"), Duration::from_secs(10));
+        let error = fail.run(Bytes::new()).await.unwrap_err();
+        assert!(matches!(error, StepError::Status(503)), "{error}");
+
+        let slow = http_step(url("/slow"), Duration::from_millis(50));
+        let error = slow.run(Bytes::new()).await.unwrap_err();
+        assert!(matches!(error, StepError::TimedOut(_)), "{error}");
+
+        server.abort();
+        // A port whose listener was just dropped refuses connections.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_address = closed.local_addr().unwrap();
+        drop(closed);
+        let refused = http_step(format!("http://{closed_address}/"), Duration::from_secs(10));
+        let error = refused.run(Bytes::new()).await.unwrap_err();
+        assert!(matches!(error, StepError::Http(_)), "{error}");
+    }
 }

@@ -1,6 +1,7 @@
-//! One broker socket: buffered bytes in and out, frame decoding, and
-//! request/response helpers that answer heartbeats while they wait. Shared by
-//! the consumer's connections and the deferral producer.
+//! One broker socket: buffered bytes in and out, frame decoding, snappy or
+//! deflate once IDENTIFY negotiated them, and request/response helpers that
+//! answer heartbeats while they wait. Shared by the consumer's connections
+//! and the deferral producer.
 
 use std::time::Duration;
 
@@ -9,6 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use triage_protocol::compress::{
+    Decoder, DeflateDecoder, DeflateEncoder, Encoder, SnappyDecoder, SnappyEncoder,
+};
 use triage_protocol::frame::parse_error_text;
 use triage_protocol::{decode_frame, Command, Frame, MAGIC_V2};
 
@@ -19,10 +23,37 @@ use crate::error::ConsumerError;
 pub(crate) struct Wire {
     reader: OwnedReadHalf,
     pub(crate) writer: OwnedWriteHalf,
+    /// Plain bytes not yet decoded into frames.
     input: BytesMut,
+    /// Plain commands not yet written.
     pub(crate) output: BytesMut,
     max_frame_size: u32,
     write_timeout: Duration,
+    /// Set once compression is on: the stream transform each way.
+    compression: Option<Compressed>,
+}
+
+/// A compressed stream's state.
+#[derive(Debug)]
+struct Compressed {
+    encoder: Encoder,
+    decoder: Decoder,
+    /// Compressed bytes read and not yet decoded.
+    raw_input: BytesMut,
+    /// `output` compressed, reused between writes.
+    raw_output: BytesMut,
+    /// The decoder stopped at its output bound and may hold more plain bytes.
+    has_more: bool,
+}
+
+/// What IDENTIFY asks the broker to compress with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    #[default]
+    None,
+    Snappy,
+    /// Raw deflate at level 1 (fastest) to 9 (smallest).
+    Deflate(u8),
 }
 
 impl Wire {
@@ -56,7 +87,54 @@ impl Wire {
             output,
             max_frame_size,
             write_timeout,
+            compression: None,
         })
+    }
+
+    /// Switches both directions to `compression`'s stream; called right after
+    /// the plain IDENTIFY reply, as the broker switches right after sending it.
+    /// Bytes already read past that reply were compressed, so they are decoded again.
+    ///
+    /// # Errors
+    /// [`ConsumerError::Io`] when those bytes are not a valid stream.
+    pub(crate) fn enable_compression(
+        &mut self,
+        compression: Compression,
+    ) -> Result<(), ConsumerError> {
+        let (encoder, decoder) = match compression {
+            Compression::None => return Ok(()),
+            Compression::Snappy => (
+                Encoder::Snappy(SnappyEncoder::new()),
+                Decoder::Snappy(SnappyDecoder::new()),
+            ),
+            Compression::Deflate(level) => (
+                Encoder::Deflate(DeflateEncoder::new(u32::from(level))),
+                Decoder::Deflate(DeflateDecoder::new()),
+            ),
+        };
+        self.compression = Some(Compressed {
+            encoder,
+            decoder,
+            raw_input: self.input.split(),
+            raw_output: BytesMut::new(),
+            has_more: false,
+        });
+        self.decode()
+    }
+
+    /// Decodes buffered compressed bytes into `input`, at most a frame's worth
+    /// beyond what is there, so a small compressed chunk cannot expand without bound.
+    fn decode(&mut self) -> Result<(), ConsumerError> {
+        let Some(c) = self.compression.as_mut() else {
+            return Ok(());
+        };
+        let bound = self.max_frame_size as usize + 4 + 64 * 1024;
+        let room = bound.saturating_sub(self.input.len()).max(1);
+        c.has_more = c
+            .decoder
+            .decode(&mut c.raw_input, &mut self.input, room)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok(())
     }
 
     pub(crate) fn queue(&mut self, command: &Command) {
@@ -67,7 +145,15 @@ impl Wire {
         if self.output.is_empty() {
             return Ok(());
         }
-        tokio::time::timeout(self.write_timeout, self.writer.write_all(&self.output))
+        let bytes: &[u8] = match self.compression.as_mut() {
+            Some(c) => {
+                c.raw_output.clear();
+                c.encoder.encode(&self.output, &mut c.raw_output);
+                &c.raw_output
+            }
+            None => &self.output,
+        };
+        tokio::time::timeout(self.write_timeout, self.writer.write_all(bytes))
             .await
             .map_err(|_| ConsumerError::TimedOut("the broker to read"))??;
         self.output.clear();
@@ -76,11 +162,29 @@ impl Wire {
 
     /// Reads once; cancel-safe (a single `read_buf`).
     pub(crate) async fn read_more(&mut self) -> Result<(), ConsumerError> {
-        self.input.reserve(16 * 1024);
-        if self.reader.read_buf(&mut self.input).await? == 0 {
+        let Some(c) = self.compression.as_mut() else {
+            self.input.reserve(16 * 1024);
+            if self.reader.read_buf(&mut self.input).await? == 0 {
+                return Err(ConsumerError::Closed);
+            }
+            return Ok(());
+        };
+        // Hand out what the decoder held back before reading more.
+        if c.has_more {
+            let before = self.input.len();
+            self.decode()?;
+            if self.input.len() > before {
+                return Ok(());
+            }
+        }
+        let Some(c) = self.compression.as_mut() else {
+            return Ok(());
+        };
+        c.raw_input.reserve(16 * 1024);
+        if self.reader.read_buf(&mut c.raw_input).await? == 0 {
             return Err(ConsumerError::Closed);
         }
-        Ok(())
+        self.decode()
     }
 
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, ConsumerError> {
@@ -93,9 +197,17 @@ impl Wire {
         command: &Command,
         deadline: Instant,
     ) -> Result<Bytes, ConsumerError> {
-        let name = command.name();
         self.queue(command);
         self.flush().await?;
+        self.response(command.name(), deadline).await
+    }
+
+    /// Waits for the next response (an answer to `name`), answering heartbeats meanwhile.
+    pub(crate) async fn response(
+        &mut self,
+        name: &'static str,
+        deadline: Instant,
+    ) -> Result<Bytes, ConsumerError> {
         loop {
             while let Some(frame) = self.next_frame()? {
                 match frame {
