@@ -11,63 +11,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use triage_broker::tcp::BACKPRESSURE_EVENTS_TOPIC;
-use triage_broker::Server;
-use triage_config::BrokerConfig;
 use triage_worker::consumer::Compression;
 use triage_worker::{
     Backoff, Consumer, ConsumerConfig, DegradeConfig, Delivery, HandlerError, LatencyWindow, Level,
     Priority, Subscription,
 };
 
+mod common;
+
+use common::{bodies, start_broker, start_broker_on, TestBroker};
+
 const WAIT: Duration = Duration::from_secs(5);
-
-struct TestBroker {
-    server: Server,
-    _data: tempfile::TempDir,
-}
-
-async fn start_broker() -> TestBroker {
-    let data = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
-        tcp_address: "127.0.0.1:0".parse().unwrap(),
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        data_path: data.path().to_path_buf(),
-        ..BrokerConfig::default()
-    };
-    let server = Server::start(config).await.unwrap();
-    TestBroker {
-        server,
-        _data: data,
-    }
-}
-
-impl TestBroker {
-    fn config(&self, client_id: &str) -> ConsumerConfig {
-        ConsumerConfig {
-            address: self.server.tcp_addr.to_string(),
-            client_id: client_id.to_owned(),
-            hostname: "test-host".to_owned(),
-            ..ConsumerConfig::default()
-        }
-    }
-
-    async fn publish(&self, topic: &str, bodies: impl IntoIterator<Item = String>) {
-        let bodies: Vec<Bytes> = bodies.into_iter().map(Bytes::from).collect();
-        self.server
-            .broker
-            .publish(topic, bodies, None)
-            .await
-            .unwrap();
-    }
-}
-
-fn bodies(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
 
 /// A consumer of `_triage.backpressure` that forwards each event.
 async fn event_listener(
@@ -412,17 +369,7 @@ async fn a_lost_connection_is_reconnected() {
 
     // The broker goes away and comes back on the same address.
     first.server.shutdown().await;
-    let data = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
-        tcp_address: address,
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        data_path: data.path().to_path_buf(),
-        ..BrokerConfig::default()
-    };
-    let second = TestBroker {
-        server: Server::start(config).await.unwrap(),
-        _data: data,
-    };
+    let second = start_broker_on(address).await;
     second.publish("jobs", ["after".to_owned()]).await;
     let body = tokio::time::timeout(WAIT, rx.recv())
         .await

@@ -17,65 +17,17 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use triage_broker::Server;
-use triage_config::BrokerConfig;
 use triage_worker::WorkerConfig;
+
+mod common;
+
+use common::{bodies, start_broker};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_triage-worker");
 /// Generous: the machine may be busy; every wait ends as soon as its condition holds.
 const WAIT: Duration = Duration::from_secs(30);
-
-struct TestBroker {
-    server: Server,
-    _data: tempfile::TempDir,
-}
-
-async fn start_broker() -> TestBroker {
-    let data = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
-        tcp_address: "127.0.0.1:0".parse().unwrap(),
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        data_path: data.path().to_path_buf(),
-        ..BrokerConfig::default()
-    };
-    TestBroker {
-        server: Server::start(config).await.unwrap(),
-        _data: data,
-    }
-}
-
-impl TestBroker {
-    async fn publish(&self, topic: &str, bodies: &[String]) {
-        let bodies = bodies.iter().map(|b| Bytes::from(b.clone())).collect();
-        self.server
-            .broker
-            .publish(topic, bodies, None)
-            .await
-            .unwrap();
-    }
-
-    /// `(depth, in_flight)` of a channel, `(0, 0)` if it does not exist.
-    fn pending(&self, topic: &str, channel: &str) -> (u64, u64) {
-        self.server
-            .broker
-            .existing_channel(topic, channel)
-            .map_or((0, 0), |c| {
-                let s = c.snapshot();
-                (s.depth, s.in_flight)
-            })
-    }
-
-    fn published(&self, topic: &str) -> u64 {
-        self.server
-            .broker
-            .existing_topic(topic)
-            .map_or(0, |t| t.message_count.load(Ordering::Relaxed))
-    }
-}
 
 /// The worker process; killed if the test ends without stopping it.
 struct WorkerProcess {
@@ -198,10 +150,6 @@ fn lines(path: &Path) -> HashSet<String> {
         .collect()
 }
 
-fn bodies(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
 /// A shell step that appends its body (one line) to `log`, after `sleep 1` while `slow` exists.
 fn append_step(log: &Path, slow: Option<&Path>) -> String {
     let wait = slow.map_or(String::new(), |flag| {
@@ -303,7 +251,7 @@ async fn a_slow_noncore_step_degrades_the_worker_and_deferred_work_is_replayed()
 
     // Slow notify steps push the p99 past 300 ms.
     let normal = bodies("normal", 4);
-    tb.publish("tickets", &normal).await;
+    tb.publish("tickets", normal.clone()).await;
     wait_until("a slow notify step finishes", WAIT, || {
         !lines(&notify_log).is_empty()
     })
@@ -335,8 +283,8 @@ async fn a_slow_noncore_step_degrades_the_worker_and_deferred_work_is_replayed()
 
     // Urgent messages keep flowing; their notify step is deferred, not run.
     let urgent = bodies("urgent", 6);
-    tb.publish("urgent", &urgent).await;
-    tb.publish("reports", &bodies("report", 2)).await;
+    tb.publish("urgent", urgent.clone()).await;
+    tb.publish("reports", bodies("report", 2)).await;
     wait_until("every urgent message's core step ran", WAIT, || {
         let done = lines(&core_log);
         urgent.iter().all(|b| done.contains(b))
