@@ -379,3 +379,47 @@ async fn a_lost_connection_is_reconnected() {
     worker.shutdown().await.unwrap();
     second.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_oscillating_around_the_threshold_does_not_flap() {
+    let tb = start_broker().await;
+    let (listener, mut events) = event_listener(&tb).await;
+    // Handling alternates just below and just above the 100 ms threshold.
+    let handler = |delivery: Delivery| async move {
+        let odd = delivery.message.body.last().is_some_and(|b| b % 2 == 1);
+        tokio::time::sleep(Duration::from_millis(if odd { 130 } else { 70 })).await;
+        Ok::<(), HandlerError>(())
+    };
+    let config = ConsumerConfig {
+        evaluate_every: Duration::from_millis(20),
+        // p99 of the last sample only, so it swings across the threshold with every message.
+        latency_window: LatencyWindow {
+            max_samples: 1,
+            max_age: Some(Duration::from_secs(60)),
+        },
+        degrade: DegradeConfig {
+            threshold: Duration::from_millis(100),
+            overload_threshold: Duration::from_secs(10),
+            recover_below: Duration::from_millis(50),
+            hold: Duration::from_millis(300),
+        },
+        ..tb.config("oscillating")
+    };
+    let worker = Consumer::new(config, handler).unwrap();
+    worker.subscribe("wobbly", "w", 4).await.unwrap();
+    let n = 40;
+    tb.publish("wobbly", bodies("m", n)).await;
+    wait_until("every message is finished", || {
+        tb.server
+            .broker
+            .existing_channel("wobbly", "w")
+            .is_ok_and(|c| c.counters.finish_count.load(Ordering::Relaxed) == n as u64)
+    })
+    .await;
+    // One entry into degraded, no flapping back and forth while it oscillates.
+    assert_eq!(worker.transitions(), 1);
+    assert_eq!(next_event(&mut events).await["level"], 1);
+    worker.shutdown().await.unwrap();
+    listener.shutdown().await.unwrap();
+    tb.server.shutdown().await;
+}
