@@ -4,7 +4,9 @@
 //! of its `max_in_flight` at every level, normal less as the level rises,
 //! batch nothing once degraded). [`allocate`] hands out one global budget in
 //! priority order, so when it runs short batch subscriptions lose their RDY
-//! first and urgent ones last. Pure: no I/O, no clock.
+//! first and urgent ones last; within a priority, what is left is shared in
+//! proportion to what each wants, so no subscription of a class starves
+//! another of it. Pure: no I/O, no clock.
 
 use std::fmt;
 use std::str::FromStr;
@@ -76,26 +78,57 @@ pub fn wanted(priority: Priority, max_in_flight: u64, level: Level) -> u64 {
 /// The RDY of each subscription (given as `(priority, max_in_flight)`, in
 /// the same order) at `level` with at most `budget` in flight in total
 /// (`None`: no global limit). Urgent subscriptions are served first, then
-/// normal, then batch; within a priority, in the order given. Urgent and
-/// normal subscriptions always keep RDY 1, even past the budget: with RDY 0
-/// they would never see another message.
+/// normal, then batch; when a priority's wants exceed what is left, it is
+/// shared among them in proportion to their wants. Urgent and normal
+/// subscriptions always keep RDY 1, even past the budget: with RDY 0 they
+/// would never see another message.
 pub fn allocate(subscriptions: &[(Priority, u64)], budget: Option<u64>, level: Level) -> Vec<u64> {
     let mut rdy = vec![0; subscriptions.len()];
     let mut remaining = budget.unwrap_or(u64::MAX);
     for priority in Priority::ALL {
-        for (i, &(p, max_in_flight)) in subscriptions.iter().enumerate() {
-            if p != priority {
-                continue;
-            }
-            let mut given = wanted(p, max_in_flight, level).min(remaining);
-            if p != Priority::Batch {
-                given = given.max(1);
-            }
-            remaining = remaining.saturating_sub(given);
-            rdy[i] = given;
+        let members: Vec<usize> = (0..subscriptions.len())
+            .filter(|&i| subscriptions[i].0 == priority)
+            .collect();
+        let wants: Vec<u64> = members
+            .iter()
+            .map(|&i| wanted(priority, subscriptions[i].1, level))
+            .collect();
+        for (&i, share) in members.iter().zip(share(&wants, remaining)) {
+            rdy[i] = if priority == Priority::Batch {
+                share
+            } else {
+                share.max(1)
+            };
+            remaining = remaining.saturating_sub(rdy[i]);
         }
     }
     rdy
+}
+
+/// Splits up to `available` among `wants`: each gets its want when they all
+/// fit, else its proportional part (rounded down), with the units left over
+/// by rounding given one each, in order, to those still short.
+fn share(wants: &[u64], available: u64) -> Vec<u64> {
+    let total: u128 = wants.iter().map(|&w| u128::from(w)).sum();
+    if total <= u128::from(available) {
+        return wants.to_vec();
+    }
+    let mut shares: Vec<u64> = wants
+        .iter()
+        // Below `want`, so it fits in u64.
+        .map(|&w| (u128::from(w) * u128::from(available) / total) as u64)
+        .collect();
+    let mut left = available - shares.iter().sum::<u64>();
+    for (share, &want) in shares.iter_mut().zip(wants) {
+        if left == 0 {
+            break;
+        }
+        if *share < want {
+            *share += 1;
+            left -= 1;
+        }
+    }
+    shares
 }
 
 #[cfg(test)]
@@ -154,7 +187,25 @@ mod tests {
             (Priority::Normal, 4),
             (Priority::Batch, 4),
         ];
-        assert_eq!(allocate(&subs, Some(12), Level::Normal), [10, 2, 1, 0]);
-        assert_eq!(allocate(&subs, Some(5), Level::Normal), [5, 1, 1, 0]);
+        assert_eq!(allocate(&subs, Some(12), Level::Normal), [6, 6, 1, 0]);
+        assert_eq!(allocate(&subs, Some(5), Level::Normal), [3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn a_priority_shares_what_is_left_in_proportion() {
+        // Four batch subscriptions (say, two of them replays) and 10 left for them.
+        let subs = [
+            (Priority::Urgent, 20),
+            (Priority::Batch, 10),
+            (Priority::Batch, 10),
+            (Priority::Batch, 10),
+            (Priority::Batch, 10),
+        ];
+        assert_eq!(allocate(&subs, Some(30), Level::Normal), [20, 3, 3, 2, 2]);
+        let uneven = [(Priority::Normal, 30), (Priority::Normal, 10)];
+        assert_eq!(allocate(&uneven, Some(20), Level::Normal), [15, 5]);
+        assert_eq!(share(&[3, 3], 6), [3, 3]);
+        assert_eq!(share(&[3, 3], 1), [1, 0]);
+        assert_eq!(share(&[], 5), Vec::<u64>::new());
     }
 }
