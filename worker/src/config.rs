@@ -34,7 +34,7 @@ pub struct WorkerConfig {
     pub hostname: String,
     /// Handlers running at once across every subscription.
     pub concurrency: usize,
-    /// The in-flight budget shared by priority; `None`: no global limit..
+    /// The in-flight budget shared by priority; `None`: no global limit.
     pub max_in_flight: Option<u64>,
     pub degrade: DegradeConfig,
     /// How long a latency sample counts towards the p99.
