@@ -36,6 +36,24 @@ pub enum WorkerError {
     Consumer(#[from] ConsumerError),
 }
 
+impl WorkerError {
+    /// Whether trying again later may work: the broker could not be reached
+    /// or dropped the connection, as when it is not up yet.
+    pub fn is_transient(&self) -> bool {
+        let consumer = match self {
+            WorkerError::Subscribe { source, .. } | WorkerError::Consumer(source) => source,
+            WorkerError::Bind { .. } => return false,
+        };
+        matches!(
+            consumer,
+            ConsumerError::Connect { .. }
+                | ConsumerError::Io(_)
+                | ConsumerError::Closed
+                | ConsumerError::TimedOut(_)
+        )
+    }
+}
+
 /// A running worker.
 #[derive(Debug)]
 pub struct Worker {

@@ -23,7 +23,7 @@ use triage_worker::WorkerConfig;
 
 mod common;
 
-use common::{bodies, start_broker};
+use common::{bodies, start_broker, start_broker_on};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_triage-worker");
 /// Generous: the machine may be busy; every wait ends as soon as its condition holds.
@@ -32,7 +32,10 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The worker process; killed if the test ends without stopping it.
 struct WorkerProcess {
     child: Child,
-    metrics: SocketAddr,
+    /// Its log, line by line, from a thread that keeps draining the pipe so
+    /// the worker never blocks on it.
+    log: std::sync::mpsc::Receiver<String>,
+    metrics: Option<SocketAddr>,
 }
 
 impl Drop for WorkerProcess {
@@ -43,56 +46,70 @@ impl Drop for WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts the binary on `config` (whose http_address has port 0) and
-    /// learns its metrics address from its log.
+    /// Runs the binary on `config` (whose http_address has port 0) and waits
+    /// until it serves `/metrics`.
     async fn start(config: &Path) -> WorkerProcess {
+        let mut worker = WorkerProcess::spawn(config);
+        worker.wait_started().await;
+        worker
+    }
+
+    fn spawn(config: &Path) -> WorkerProcess {
         let mut child = Command::new(WORKER)
             .arg(config)
             .args(["--log-level", "info"])
-            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        // Read the log on a thread: find the metrics address, then keep
-        // draining so the worker never blocks on a full pipe.
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, log) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            let mut tx = Some(tx);
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[worker] {line}");
-                if let Some(rest) = line.split("metrics_address=").nth(1) {
-                    let address = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(address);
-                    }
-                }
+                let _ = tx.send(line);
             }
         });
-        let deadline = Instant::now() + WAIT;
-        let address = loop {
-            match rx.try_recv() {
-                Ok(address) => break address,
-                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        panic!("the worker exited early: {status}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("no metrics address in the worker's log: {e}"),
-            }
-        };
         WorkerProcess {
-            metrics: address.parse().unwrap(),
             child,
+            log,
+            metrics: None,
         }
     }
 
+    /// Waits for a log line containing `text` and returns it.
+    async fn wait_for_log(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.log.try_recv() {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    if let Some(status) = self.child.try_wait().unwrap() {
+                        panic!("the worker exited before logging {text:?}: {status}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("no {text:?} in the worker's log: {e}"),
+            }
+        }
+    }
+
+    /// Learns the metrics address from the worker's start-up line.
+    async fn wait_started(&mut self) {
+        let line = self.wait_for_log("metrics_address=").await;
+        let address = line
+            .split("metrics_address=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap();
+        self.metrics = Some(address.parse().unwrap());
+    }
+
     fn scrape(&self) -> String {
-        let mut stream = TcpStream::connect(self.metrics).unwrap();
+        let mut stream = TcpStream::connect(self.metrics.unwrap()).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: worker\r\nConnection: close\r\n\r\n")
@@ -431,4 +448,32 @@ fn the_example_config_parses_and_checks() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_its_broker_waits_for_it() {
+    // A port nobody listens on, for the broker to take later.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let files = Files::new();
+    let update = append_step(&files.path("core.log"), None);
+    let config = format!(
+        "broker = \"{address}\"\nhttp_address = \"127.0.0.1:0\"\n\n[[subscriptions]]\ntopic = \"jobs\"\nchannel = \"w\"\n\n[[subscriptions.steps]]\nname = \"update\"\nkind = \"exec\"\ncommand = {update}\n"
+    );
+    let path = files.path("worker.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut worker = WorkerProcess::spawn(&path);
+    worker.wait_for_log("cannot start; retrying").await;
+
+    let tb = start_broker_on(address).await;
+    worker.wait_started().await;
+    tb.publish("jobs", ["late".to_owned()]).await;
+    wait_until("the job's step ran", WAIT, || {
+        lines(&files.path("core.log")).contains("late")
+    })
+    .await;
+    worker.stop().await;
+    tb.server.shutdown().await;
 }

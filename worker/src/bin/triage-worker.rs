@@ -1,11 +1,13 @@
 //! `triage-worker`: consumes the topics of one TOML file and runs each
 //! message through its pipeline of `http` and `exec` steps, degrading when it
-//! falls behind. `--check` only validates the file. Serves until SIGINT or
-//! SIGTERM, then finishes in-flight work and exits.
+//! falls behind. `--check` only validates the file. Waits for a broker that is
+//! not up yet; serves until SIGINT or SIGTERM, then finishes in-flight work
+//! and exits.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -75,8 +77,25 @@ fn run(config: &WorkerConfig) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let worker = Worker::start(config).await?;
-        shutdown_signal().await;
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        // A broker that is not up yet (or restarting) is waited for, as NSQ clients do.
+        let mut delay = Duration::from_millis(100);
+        let worker = loop {
+            match Worker::start(config).await {
+                Ok(worker) => break worker,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot start; retrying");
+                    tokio::select! {
+                        _ = &mut signal => return anyhow::Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        signal.await;
         tracing::info!("signal received, finishing in-flight work");
         worker.shutdown().await?;
         anyhow::Ok(())
