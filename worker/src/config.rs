@@ -18,7 +18,7 @@ use crate::budget::Priority;
 use crate::consumer::{Backoff, Compression, ConsumerConfig};
 use crate::degrade::DegradeConfig;
 use crate::error::ConfigError;
-use crate::latency::LatencyWindow;
+use crate::latency::{LatencySignal, LatencyWindow};
 
 /// The suffix of the default deferral topic, `<topic>.deferred`.
 pub const DEFERRED_SUFFIX: &str = ".deferred";
@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub degrade: DegradeConfig,
     /// How long a latency sample counts towards the p99.
     pub latency_window: Duration,
+    /// Which p99 the degrade controller follows.
+    pub latency_signal: LatencySignal,
     /// REQ delays for failed core steps.
     pub backoff: Backoff,
     /// How long shutdown waits for in-flight messages.
@@ -142,6 +144,7 @@ impl WorkerConfig {
                 max_age: Some(self.latency_window),
                 ..LatencyWindow::default()
             },
+            latency_signal: self.latency_signal,
             degrade: self.degrade,
             ..ConsumerConfig::default()
         }
@@ -320,7 +323,7 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
         .duration("shutdown_timeout")?
         .unwrap_or(defaults::SHUTDOWN_TIMEOUT);
     let compression = read_compression(&root)?;
-    let (degrade, latency_window) = read_degrade(root.section("degrade")?)?;
+    let (degrade, latency_window, latency_signal) = read_degrade(root.section("degrade")?)?;
     let backoff = read_backoff(root.section("backoff")?)?;
 
     let sections = root.sections("subscriptions")?;
@@ -372,6 +375,7 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
         max_in_flight,
         degrade,
         latency_window,
+        latency_signal,
         backoff,
         shutdown_timeout,
         compression,
@@ -413,10 +417,12 @@ fn read_compression(root: &Section<'_>) -> Result<Compression, ConfigError> {
     Ok(compression)
 }
 
-fn read_degrade(section: Option<Section<'_>>) -> Result<(DegradeConfig, Duration), ConfigError> {
+fn read_degrade(
+    section: Option<Section<'_>>,
+) -> Result<(DegradeConfig, Duration, LatencySignal), ConfigError> {
     let mut degrade = DegradeConfig::default();
     let Some(section) = section else {
-        return Ok((degrade, defaults::LATENCY_WINDOW));
+        return Ok((degrade, defaults::LATENCY_WINDOW, LatencySignal::default()));
     };
     section.only(&[
         "threshold",
@@ -424,7 +430,19 @@ fn read_degrade(section: Option<Section<'_>>) -> Result<(DegradeConfig, Duration
         "recover_below",
         "hold",
         "window",
+        "signal",
     ])?;
+    let signal = match section.string("signal")?.unwrap_or("handling") {
+        "handling" => LatencySignal::Handling,
+        "age" => LatencySignal::Age,
+        "worst" => LatencySignal::Worst,
+        other => {
+            return Err(section.error(
+                "signal",
+                format!("must be \"handling\", \"age\" or \"worst\", got {other:?}"),
+            ))
+        }
+    };
     if let Some(threshold) = section.duration("threshold")? {
         degrade.threshold = threshold;
         // Defaults that follow a changed threshold, so setting only it stays valid.
@@ -444,7 +462,7 @@ fn read_degrade(section: Option<Section<'_>>) -> Result<(DegradeConfig, Duration
         .duration("window")?
         .unwrap_or(defaults::LATENCY_WINDOW);
     degrade.validate()?;
-    Ok((degrade, window))
+    Ok((degrade, window, signal))
 }
 
 fn read_backoff(section: Option<Section<'_>>) -> Result<Backoff, ConfigError> {
@@ -676,6 +694,7 @@ overload_threshold = "1s"
 recover_below = "100ms"
 hold = "2s"
 window = "3s"
+signal = "worst"
 
 [backoff]
 base = "50ms"
@@ -714,6 +733,7 @@ core = false
         assert_eq!(c.degrade.recover_below, Duration::from_millis(100));
         assert_eq!(c.degrade.hold, Duration::from_secs(2));
         assert_eq!(c.latency_window, Duration::from_secs(3));
+        assert_eq!(c.latency_signal, LatencySignal::Worst);
         assert_eq!(c.backoff.base, Duration::from_millis(50));
         let sub = &c.subscriptions[0];
         assert_eq!(sub.priority, Priority::Urgent);
@@ -775,6 +795,10 @@ core = false
             (
                 format!("{MINIMAL}\n[degrade]\nthreshold = \"100ms\"\nrecover_below = \"200ms\"\n"),
                 "degrade.recover_below: must be below",
+            ),
+            (
+                format!("{MINIMAL}\n[degrade]\nsignal = \"p50\"\n"),
+                "degrade.signal: must be \"handling\", \"age\" or \"worst\"",
             ),
             (
                 MINIMAL.replace("channel = \"work\"", "channel = \"work\"\npriority = \"high\""),
