@@ -35,7 +35,7 @@ pub struct Delivery {
     pub topic: Arc<str>,
     pub channel: Arc<str>,
     pub message: Message,
-    /// The degrade level when the message arrived; handlers skip non-core work above `Normal`.
+    /// The degrade level when the handler started; handlers skip non-core work above `Normal`.
     pub level: Level,
 }
 
@@ -753,17 +753,20 @@ impl<H: Handler> Connection<H> {
                 age,
             }),
         };
-        let delivery = Delivery {
+        let mut delivery = Delivery {
             topic: self.topic.clone(),
             channel: self.channel.clone(),
             message,
-            level: self.plan.borrow().level,
+            level: Level::Normal,
         };
         let handler = self.handler.clone();
-        let concurrency = self.shared.concurrency.clone();
+        let shared = self.shared.clone();
         self.shared.tracker.spawn(async move {
             // The semaphore is never closed, so this always gets a permit.
-            let _permit = concurrency.acquire_owned().await;
+            let _permit = shared.concurrency.clone().acquire_owned().await;
+            // Read now, not on arrival: a message that waited for a permit
+            // while the worker degraded must see it.
+            delivery.level = *shared.level.borrow();
             let started = Instant::now();
             let result = handler.handle(delivery).await;
             guard.finish(result, started.elapsed()).await;
