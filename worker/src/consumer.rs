@@ -1,13 +1,15 @@
-//! The consumer: one TCP connection per (topic, channel) subscription, a
-//! handler task per message bounded by a shared semaphore, and one controller
-//! task that turns the latency window into a degrade level.
+//! The consumer: one TCP connection per (topic, channel) subscription
+//! (reconnected with backoff when lost), a handler task per message bounded
+//! by a shared semaphore, and one controller task that turns the latency
+//! window into a degrade level.
 //!
 //! Data flow: a connection task reads frames and hands each message to a
 //! handler task; the handler's outcome comes back to the connection task over
 //! a channel, which sends FIN or REQ and records the latency sample. The
 //! controller task reads the samples every `evaluate_every`; when the level
-//! changes it publishes it on a `watch`, and every connection task sends
-//! `BACKPRESSURE <level>` and its shrunk RDY.
+//! changes it re-plans every subscription's RDY by priority
+//! ([`crate::budget::allocate`]) and publishes the plan on a `watch`; every
+//! connection task then sends `BACKPRESSURE <level>` and its new RDY.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -415,7 +417,11 @@ impl<H: Handler> Consumer<H> {
                     _ = shared.drain.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                match Connection::open(shared.clone(), handler.clone(), &subscription).await {
+                let reopened = tokio::select! {
+                    _ = shared.drain.cancelled() => return,
+                    reopened = Connection::open(shared.clone(), handler.clone(), &subscription) => reopened,
+                };
+                match reopened {
                     Ok(open) => {
                         tracing::info!(topic, channel, "reconnected");
                         failures = 0;
