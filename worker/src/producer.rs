@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use triage_protocol::Command;
+use triage_protocol::{Command, IdentifyRequest};
 
 use crate::consumer::ConsumerConfig;
 use crate::error::ConsumerError;
@@ -47,15 +47,7 @@ impl Producer {
             let deadline = Instant::now() + self.config.connect_timeout + self.config.write_timeout;
             let mut wire = match connection.take() {
                 Some(wire) => wire,
-                None => {
-                    Wire::connect(
-                        &self.config.address,
-                        deadline,
-                        self.config.max_frame_size,
-                        self.config.write_timeout,
-                    )
-                    .await?
-                }
+                None => self.connect(deadline).await?,
             };
             match wire.request_ok(&command, deadline).await {
                 Ok(()) => {
@@ -72,5 +64,26 @@ impl Producer {
                 }
             }
         }
+    }
+
+    /// Connects and IDENTIFYs (plainly: no compression, no negotiated settings),
+    /// so the broker's stats name this connection after the worker.
+    async fn connect(&self, deadline: Instant) -> Result<Wire, ConsumerError> {
+        let config = &self.config;
+        let mut wire = Wire::connect(
+            &config.address,
+            deadline,
+            config.max_frame_size,
+            config.write_timeout,
+        )
+        .await?;
+        let identify = Command::Identify(IdentifyRequest {
+            client_id: config.client_id.clone(),
+            hostname: config.hostname.clone(),
+            user_agent: config.user_agent.clone(),
+            ..IdentifyRequest::default()
+        });
+        wire.request_ok(&identify, deadline).await?;
+        Ok(wire)
     }
 }
