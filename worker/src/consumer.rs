@@ -178,6 +178,16 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// The IDENTIFY fields that say who this is, for every connection it opens.
+    pub(crate) fn identity(&self) -> IdentifyRequest {
+        IdentifyRequest {
+            client_id: self.client_id.clone(),
+            hostname: self.hostname.clone(),
+            user_agent: self.user_agent.clone(),
+            ..IdentifyRequest::default()
+        }
+    }
+
     /// # Errors
     /// [`ConfigError`] naming the first key whose value cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -571,18 +581,9 @@ impl<H: Handler> Connection<H> {
     ) -> Result<Self, ConsumerError> {
         let config = &shared.config;
         let deadline = Instant::now() + config.connect_timeout;
-        let mut wire = Wire::connect(
-            &config.address,
-            deadline,
-            config.max_frame_size,
-            config.write_timeout,
-        )
-        .await?;
+        let mut wire = Wire::connect(config, deadline).await?;
         let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as i64);
         let identify = Command::Identify(IdentifyRequest {
-            client_id: config.client_id.clone(),
-            hostname: config.hostname.clone(),
-            user_agent: config.user_agent.clone(),
             feature_negotiation: true,
             heartbeat_interval: ms(config.heartbeat_interval),
             msg_timeout: ms(config.msg_timeout),
@@ -592,7 +593,7 @@ impl<H: Handler> Connection<H> {
                 Compression::Deflate(level) => i64::from(level),
                 _ => 0,
             },
-            ..IdentifyRequest::default()
+            ..config.identity()
         });
         let reply = wire.request(&identify, deadline).await?;
         let msg_timeout = match serde_json::from_slice::<IdentifyResponse>(&reply) {

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use triage_protocol::{Command, IdentifyRequest};
+use triage_protocol::Command;
 
 use crate::consumer::ConsumerConfig;
 use crate::error::ConsumerError;
@@ -69,20 +69,8 @@ impl Producer {
     /// Connects and IDENTIFYs (plainly: no compression, no negotiated settings),
     /// so the broker's stats name this connection after the worker.
     async fn connect(&self, deadline: Instant) -> Result<Wire, ConsumerError> {
-        let config = &self.config;
-        let mut wire = Wire::connect(
-            &config.address,
-            deadline,
-            config.max_frame_size,
-            config.write_timeout,
-        )
-        .await?;
-        let identify = Command::Identify(IdentifyRequest {
-            client_id: config.client_id.clone(),
-            hostname: config.hostname.clone(),
-            user_agent: config.user_agent.clone(),
-            ..IdentifyRequest::default()
-        });
+        let mut wire = Wire::connect(&self.config, deadline).await?;
+        let identify = Command::Identify(self.config.identity());
         wire.request_ok(&identify, deadline).await?;
         Ok(wire)
     }

@@ -16,6 +16,7 @@ use triage_protocol::compress::{
 use triage_protocol::frame::parse_error_text;
 use triage_protocol::{decode_frame, Command, Frame, MAGIC_V2};
 
+use crate::consumer::ConsumerConfig;
 use crate::error::ConsumerError;
 
 /// One socket: the bytes in and out, and the frame-level helpers.
@@ -57,16 +58,15 @@ pub enum Compression {
 }
 
 impl Wire {
-    /// Connects to `address` by `deadline` and queues the V2 magic.
+    /// Connects to `config.address` by `deadline` and queues the V2 magic.
     ///
     /// # Errors
     /// [`ConsumerError::Connect`] when the broker cannot be reached in time.
     pub(crate) async fn connect(
-        address: &str,
+        config: &ConsumerConfig,
         deadline: Instant,
-        max_frame_size: u32,
-        write_timeout: Duration,
     ) -> Result<Wire, ConsumerError> {
+        let address = config.address.as_str();
         let connect_failed = |source| ConsumerError::Connect {
             address: address.to_owned(),
             source,
@@ -85,8 +85,8 @@ impl Wire {
             writer,
             input: BytesMut::with_capacity(16 * 1024),
             output,
-            max_frame_size,
-            write_timeout,
+            max_frame_size: config.max_frame_size,
+            write_timeout: config.write_timeout,
             compression: None,
         })
     }
