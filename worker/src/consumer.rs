@@ -1,35 +1,35 @@
-//! The consumer: one TCP connection per (topic, channel) subscription, a
-//! handler task per message bounded by a shared semaphore, and one controller
-//! task that turns the latency window into a degrade level.
+//! The consumer: one TCP connection per (topic, channel) subscription
+//! (reconnected with backoff when lost), a handler task per message bounded
+//! by a shared semaphore, and one controller task that turns the latency
+//! window into a degrade level.
 //!
 //! Data flow: a connection task reads frames and hands each message to a
 //! handler task; the handler's outcome comes back to the connection task over
 //! a channel, which sends FIN or REQ and records the latency sample. The
 //! controller task reads the samples every `evaluate_every`; when the level
-//! changes it publishes it on a `watch`, and every connection task sends
-//! `BACKPRESSURE <level>` and its shrunk RDY.
+//! changes it re-plans every subscription's RDY by priority
+//! ([`crate::budget::allocate`]) and publishes the plan on a `watch`; every
+//! connection task then sends `BACKPRESSURE <level>` and its new RDY.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use triage_protocol::frame::parse_error_text;
-use triage_protocol::{
-    decode_frame, Command, Frame, IdentifyRequest, IdentifyResponse, Message, MessageId, MAGIC_V2,
-};
+use triage_protocol::{Command, Frame, IdentifyRequest, IdentifyResponse, Message, MessageId};
 
+use crate::budget::{allocate, Priority};
 use crate::degrade::{DegradeConfig, DegradeController, Level};
 use crate::error::{ConfigError, ConsumerError, HandlerError};
 use crate::latency::{LatencyMonitor, LatencySignal, LatencySnapshot, LatencyWindow, Sample};
+pub use crate::wire::Compression;
+use crate::wire::{refused, Wire};
 
 /// A message and where it came from, as a handler receives it.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct Delivery {
     pub topic: Arc<str>,
     pub channel: Arc<str>,
     pub message: Message,
+    /// The degrade level when the handler started; handlers skip non-core work above `Normal`.
+    pub level: Level,
 }
 
 /// Handles one message. `Ok` finishes it (FIN); `Err` requeues it (REQ) with
@@ -80,16 +82,30 @@ impl Backoff {
     }
 }
 
-/// The RDY a subscription of `max_in_flight` asks for at `level`: all of it
-/// when normal, half when degraded, a quarter when overloaded, never below 1
-/// (RDY 0 would also stop the urgent messages the broker still sends).
-pub fn rdy_for(max_in_flight: u64, level: Level) -> u64 {
-    let divisor = match level {
-        Level::Normal => 1,
-        Level::Degraded => 2,
-        Level::Overloaded => 4,
-    };
-    max_in_flight.div_ceil(divisor).max(1)
+/// One topic/channel pair to consume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub topic: String,
+    pub channel: String,
+    /// The most RDY this subscription asks for (at level 0, within the global budget).
+    pub max_in_flight: u64,
+    pub priority: Priority,
+}
+
+impl Subscription {
+    /// A normal-priority subscription.
+    pub fn new(topic: &str, channel: &str, max_in_flight: u64) -> Self {
+        Subscription {
+            topic: topic.to_owned(),
+            channel: channel.to_owned(),
+            max_in_flight,
+            priority: Priority::Normal,
+        }
+    }
+
+    pub fn with_priority(self, priority: Priority) -> Self {
+        Subscription { priority, ..self }
+    }
 }
 
 /// Everything a [`Consumer`] needs; [`ConsumerConfig::default`] is the one place defaults live.
@@ -102,6 +118,13 @@ pub struct ConsumerConfig {
     pub user_agent: String,
     /// Handlers running at once, across every subscription.
     pub concurrency: usize,
+    /// RDY summed over every subscription, shared by priority
+    /// ([`crate::budget::allocate`]); `None`: each subscription's own `max_in_flight`.
+    pub max_in_flight: Option<u64>,
+    /// Delay between attempts to reconnect a lost subscription.
+    pub reconnect: Backoff,
+    /// Asked for in IDENTIFY; used when the broker agrees.
+    pub compression: Compression,
     /// `None` keeps the broker's default.
     pub heartbeat_interval: Option<Duration>,
     /// `None` keeps the broker's default.
@@ -132,6 +155,12 @@ impl Default for ConsumerConfig {
             hostname: "localhost".to_owned(),
             user_agent: concat!("triage-worker/", env!("CARGO_PKG_VERSION")).to_owned(),
             concurrency: 16,
+            max_in_flight: None,
+            reconnect: Backoff {
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+            compression: Compression::None,
             heartbeat_interval: None,
             msg_timeout: None,
             touch_every: None,
@@ -149,17 +178,38 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// The IDENTIFY fields that say who this is, for every connection it opens.
+    pub(crate) fn identity(&self) -> IdentifyRequest {
+        IdentifyRequest {
+            client_id: self.client_id.clone(),
+            hostname: self.hostname.clone(),
+            user_agent: self.user_agent.clone(),
+            ..IdentifyRequest::default()
+        }
+    }
+
     /// # Errors
     /// [`ConfigError`] naming the first key whose value cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.concurrency == 0 {
             return Err(ConfigError::new("concurrency", "must be at least 1"));
         }
+        if self.max_in_flight == Some(0) {
+            return Err(ConfigError::new("max_in_flight", "must be at least 1"));
+        }
         if self.evaluate_every.is_zero() {
             return Err(ConfigError::new("evaluate_every", "must be above zero"));
         }
         if self.touch_every.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::new("touch_every", "must be above zero"));
+        }
+        if let Compression::Deflate(level) = self.compression {
+            if !(1..=9).contains(&level) {
+                return Err(ConfigError::new(
+                    "deflate_level",
+                    format!("must be 1 to 9, got {level}"),
+                ));
+            }
         }
         if self.max_frame_size < 64 {
             return Err(ConfigError::new(
@@ -171,6 +221,14 @@ impl ConsumerConfig {
     }
 }
 
+/// What every connection should be doing now: the level to announce and
+/// each subscription's RDY, indexed by its slot in [`Shared::subscriptions`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Plan {
+    level: Level,
+    rdy: Arc<Vec<u64>>,
+}
+
 /// State shared by the consumer handle, its connection tasks and its controller task.
 #[derive(Debug)]
 struct Shared {
@@ -179,8 +237,13 @@ struct Shared {
     monitor: Mutex<LatencyMonitor>,
     /// std Mutex: written by the controller task only, read for [`Consumer::transitions`].
     controller: Mutex<DegradeController>,
-    /// The current level; every connection task watches it.
+    /// The current level, for [`Consumer::watch_level`].
     level: watch::Sender<Level>,
+    /// Every subscription ever made, in order; a slot's index never changes.
+    /// std Mutex: held only to push one or to compute a [`Plan`] from all.
+    subscriptions: Mutex<Vec<Subscription>>,
+    /// Level and RDYs together, so a connection never announces one without the other.
+    plan: watch::Sender<Plan>,
     /// Bounds handlers running at once across every subscription.
     concurrency: Arc<Semaphore>,
     /// Stop taking messages, finish those in flight, close.
@@ -212,7 +275,69 @@ impl Shared {
                 "degrade level changed"
             );
             self.level.send_replace(transition.to);
+            self.replan();
         }
+    }
+
+    /// Recomputes every subscription's RDY for the current level.
+    fn replan(&self) {
+        // Under the subscriptions lock, so two replans publish in the order they computed.
+        let subscriptions = lock(&self.subscriptions);
+        let level = *self.level.borrow();
+        let wants: Vec<(Priority, u64)> = subscriptions
+            .iter()
+            .map(|s| (s.priority, s.max_in_flight))
+            .collect();
+        let rdy = allocate(&wants, self.config.max_in_flight, level);
+        self.plan.send_replace(Plan {
+            level,
+            rdy: Arc::new(rdy),
+        });
+    }
+
+    /// Adds a subscription's slot and replans; returns the slot.
+    fn register(&self, subscription: Subscription) -> usize {
+        let slot = {
+            let mut subscriptions = lock(&self.subscriptions);
+            subscriptions.push(subscription);
+            subscriptions.len() - 1
+        };
+        self.replan();
+        slot
+    }
+}
+
+/// A read-only view of a consumer's state for metrics; cheap to clone and
+/// usable while the consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerStatus {
+    shared: Arc<Shared>,
+}
+
+impl ConsumerStatus {
+    pub fn level(&self) -> Level {
+        *self.shared.level.borrow()
+    }
+
+    /// The latency window's p99s now.
+    pub fn latency(&self) -> LatencySnapshot {
+        lock(&self.shared.monitor).snapshot(std::time::Instant::now())
+    }
+
+    /// How many times the level went from `from` to `to`.
+    pub fn transitions_between(&self, from: Level, to: Level) -> u64 {
+        lock(&self.shared.controller).transitions_between(from, to)
+    }
+
+    /// Each subscription with the RDY it is planned to have now.
+    pub fn rdy(&self) -> Vec<(Subscription, u64)> {
+        let plan = self.shared.plan.borrow().clone();
+        let subscriptions = lock(&self.shared.subscriptions).clone();
+        subscriptions
+            .into_iter()
+            .enumerate()
+            .map(|(slot, s)| (s, plan.rdy.get(slot).copied().unwrap_or(0)))
+            .collect()
     }
 }
 
@@ -236,6 +361,8 @@ impl<H: Handler> Consumer<H> {
             monitor: Mutex::new(LatencyMonitor::new(config.latency_window)),
             controller: Mutex::new(DegradeController::new(config.degrade)),
             level: watch::Sender::new(Level::Normal),
+            subscriptions: Mutex::new(Vec::new()),
+            plan: watch::Sender::new(Plan::default()),
             concurrency: Arc::new(Semaphore::new(config.concurrency)),
             drain: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -249,36 +376,69 @@ impl<H: Handler> Consumer<H> {
         })
     }
 
-    /// Connects, subscribes to `topic`/`channel` and starts consuming with
-    /// RDY up to `max_in_flight` (less while degraded).
+    /// [`Consumer::subscribe_with`] a normal-priority subscription.
     ///
     /// # Errors
-    /// When the connection or handshake fails, or the broker refuses IDENTIFY or SUB.
+    /// As [`Consumer::subscribe_with`].
     pub async fn subscribe(
         &self,
         topic: &str,
         channel: &str,
         max_in_flight: u64,
     ) -> Result<(), ConsumerError> {
+        self.subscribe_with(Subscription::new(topic, channel, max_in_flight))
+            .await
+    }
+
+    /// Connects, subscribes and starts consuming with the RDY the budget
+    /// gives `subscription` at the current level. A connection lost later is
+    /// reconnected with backoff until shutdown.
+    ///
+    /// # Errors
+    /// When the first connection or handshake fails, or the broker refuses IDENTIFY or SUB.
+    pub async fn subscribe_with(&self, subscription: Subscription) -> Result<(), ConsumerError> {
         if self.shared.drain.is_cancelled() {
             return Err(ConsumerError::ShuttingDown);
         }
-        if max_in_flight == 0 {
+        if subscription.max_in_flight == 0 {
             return Err(ConfigError::new("max_in_flight", "must be at least 1").into());
         }
-        let connection = Connection::open(
-            self.shared.clone(),
-            self.handler.clone(),
-            topic,
-            channel,
-            max_in_flight,
-        )
-        .await?;
+        let connection =
+            Connection::open(self.shared.clone(), self.handler.clone(), &subscription).await?;
+        let slot = self.shared.register(subscription.clone());
+        let (shared, handler) = (self.shared.clone(), self.handler.clone());
         self.shared.tracker.spawn(async move {
-            let (topic, channel) = (connection.topic.clone(), connection.channel.clone());
-            match connection.run().await {
-                Ok(()) => tracing::debug!(%topic, %channel, "connection closed"),
-                Err(e) => tracing::error!(%topic, %channel, error = %e, "connection lost"),
+            let (topic, channel) = (subscription.topic.as_str(), subscription.channel.as_str());
+            let mut connection = Some(connection);
+            let mut failures = 0u16;
+            loop {
+                if let Some(open) = connection.take() {
+                    match open.run(slot).await {
+                        Ok(()) => {
+                            tracing::debug!(topic, channel, "connection closed");
+                            return;
+                        }
+                        Err(e) => tracing::error!(topic, channel, error = %e, "connection lost"),
+                    }
+                }
+                failures = failures.saturating_add(1);
+                let delay = shared.config.reconnect.delay(failures);
+                tokio::select! {
+                    _ = shared.drain.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                let reopened = tokio::select! {
+                    _ = shared.drain.cancelled() => return,
+                    reopened = Connection::open(shared.clone(), handler.clone(), &subscription) => reopened,
+                };
+                match reopened {
+                    Ok(open) => {
+                        tracing::info!(topic, channel, "reconnected");
+                        failures = 0;
+                        connection = Some(open);
+                    }
+                    Err(e) => tracing::warn!(topic, channel, error = %e, "reconnect failed"),
+                }
             }
         });
         Ok(())
@@ -295,12 +455,19 @@ impl<H: Handler> Consumer<H> {
 
     /// The latency window's p99s now.
     pub fn latency(&self) -> LatencySnapshot {
-        lock(&self.shared.monitor).snapshot(std::time::Instant::now())
+        self.status().latency()
     }
 
     /// Level changes so far.
     pub fn transitions(&self) -> u64 {
         lock(&self.shared.controller).transitions()
+    }
+
+    /// A view of this consumer's state that outlives borrows of it (for metrics).
+    pub fn status(&self) -> ConsumerStatus {
+        ConsumerStatus {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Graceful shutdown: RDY 0 on every connection, let in-flight handlers
@@ -383,103 +550,6 @@ impl Drop for DoneGuard {
     }
 }
 
-/// One socket: the bytes in and out, and the frame-level helpers.
-#[derive(Debug)]
-struct Wire {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    input: BytesMut,
-    output: BytesMut,
-    max_frame_size: u32,
-    write_timeout: Duration,
-}
-
-impl Wire {
-    fn queue(&mut self, command: &Command) {
-        command.encode(&mut self.output);
-    }
-
-    async fn flush(&mut self) -> Result<(), ConsumerError> {
-        if self.output.is_empty() {
-            return Ok(());
-        }
-        tokio::time::timeout(self.write_timeout, self.writer.write_all(&self.output))
-            .await
-            .map_err(|_| ConsumerError::TimedOut("the broker to read"))??;
-        self.output.clear();
-        Ok(())
-    }
-
-    /// Reads once; cancel-safe (a single `read_buf`).
-    async fn read_more(&mut self) -> Result<(), ConsumerError> {
-        self.input.reserve(16 * 1024);
-        if self.reader.read_buf(&mut self.input).await? == 0 {
-            return Err(ConsumerError::Closed);
-        }
-        Ok(())
-    }
-
-    fn next_frame(&mut self) -> Result<Option<Frame>, ConsumerError> {
-        Ok(decode_frame(&mut self.input, self.max_frame_size)?)
-    }
-
-    /// Sends `command` and returns the response to it, answering heartbeats meanwhile.
-    async fn request(
-        &mut self,
-        command: &Command,
-        deadline: Instant,
-    ) -> Result<Bytes, ConsumerError> {
-        let name = command.name();
-        self.queue(command);
-        self.flush().await?;
-        loop {
-            while let Some(frame) = self.next_frame()? {
-                match frame {
-                    Frame::Response(data) if data == triage_protocol::HEARTBEAT => {
-                        self.queue(&Command::Nop);
-                        self.flush().await?;
-                    }
-                    Frame::Response(data) => return Ok(data),
-                    Frame::Error(data) => return Err(refused(name, &data)),
-                    Frame::Message(_) => {
-                        return Err(ConsumerError::Unexpected {
-                            command: name,
-                            reply: "a message".to_owned(),
-                        })
-                    }
-                }
-            }
-            tokio::time::timeout_at(deadline, self.read_more())
-                .await
-                .map_err(|_| ConsumerError::TimedOut(name))??;
-        }
-    }
-
-    /// [`Wire::request`] for commands whose only good answer is `OK`.
-    async fn request_ok(
-        &mut self,
-        command: &Command,
-        deadline: Instant,
-    ) -> Result<(), ConsumerError> {
-        let reply = self.request(command, deadline).await?;
-        if reply != triage_protocol::OK {
-            return Err(ConsumerError::Unexpected {
-                command: command.name(),
-                reply: String::from_utf8_lossy(&reply).into_owned(),
-            });
-        }
-        Ok(())
-    }
-}
-
-fn refused(command: &'static str, data: &[u8]) -> ConsumerError {
-    ConsumerError::Refused {
-        command,
-        code: parse_error_text(data).map(|(code, _)| code),
-        text: String::from_utf8_lossy(data).into_owned(),
-    }
-}
-
 /// One subscription's connection task.
 #[derive(Debug)]
 struct Connection<H> {
@@ -488,7 +558,6 @@ struct Connection<H> {
     topic: Arc<str>,
     channel: Arc<str>,
     wire: Wire,
-    max_in_flight: u64,
     /// Messages handed to handlers and not yet FINed or REQed, with when each
     /// was last touched. Bounded by `max_in_flight`: the broker never has more out.
     in_flight: HashMap<MessageId, Instant>,
@@ -496,53 +565,59 @@ struct Connection<H> {
     /// to report and [`DoneGuard`]'s `try_send` never finds it full.
     done_tx: mpsc::Sender<Done>,
     done_rx: mpsc::Receiver<Done>,
-    level: watch::Receiver<Level>,
+    plan: watch::Receiver<Plan>,
+    /// What this connection last told the broker.
+    announced: Level,
+    rdy: u64,
     touch_every: Duration,
 }
 
 impl<H: Handler> Connection<H> {
+    /// Connects, IDENTIFYs and SUBs; RDY stays 0 until [`Connection::run`].
     async fn open(
         shared: Arc<Shared>,
         handler: Arc<H>,
-        topic: &str,
-        channel: &str,
-        max_in_flight: u64,
+        subscription: &Subscription,
     ) -> Result<Self, ConsumerError> {
         let config = &shared.config;
         let deadline = Instant::now() + config.connect_timeout;
-        let connect_failed = |source| ConsumerError::Connect {
-            address: config.address.clone(),
-            source,
-        };
-        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&config.address))
-            .await
-            .map_err(|_| connect_failed(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(connect_failed)?;
-        // FIN, REQ and TOUCH are tiny and must not wait for Nagle.
-        stream.set_nodelay(true)?;
-        let (reader, writer) = stream.into_split();
-        let mut wire = Wire {
-            reader,
-            writer,
-            input: BytesMut::with_capacity(16 * 1024),
-            output: BytesMut::new(),
-            max_frame_size: config.max_frame_size,
-            write_timeout: config.write_timeout,
-        };
-        wire.output.extend_from_slice(&MAGIC_V2);
+        let mut wire = Wire::connect(config, deadline).await?;
         let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as i64);
         let identify = Command::Identify(IdentifyRequest {
-            client_id: config.client_id.clone(),
-            hostname: config.hostname.clone(),
-            user_agent: config.user_agent.clone(),
             feature_negotiation: true,
             heartbeat_interval: ms(config.heartbeat_interval),
             msg_timeout: ms(config.msg_timeout),
-            ..IdentifyRequest::default()
+            snappy: config.compression == Compression::Snappy,
+            deflate: matches!(config.compression, Compression::Deflate(_)),
+            deflate_level: match config.compression {
+                Compression::Deflate(level) => i64::from(level),
+                _ => 0,
+            },
+            ..config.identity()
         });
         let reply = wire.request(&identify, deadline).await?;
         let msg_timeout = match serde_json::from_slice::<IdentifyResponse>(&reply) {
-            Ok(negotiated) => Duration::from_millis(negotiated.msg_timeout),
+            Ok(negotiated) => {
+                let compression = if negotiated.snappy {
+                    Compression::Snappy
+                } else if negotiated.deflate {
+                    Compression::Deflate(u8::try_from(negotiated.deflate_level).unwrap_or(6))
+                } else {
+                    Compression::None
+                };
+                if compression != Compression::None {
+                    // The broker switches right after its reply and confirms with a compressed OK.
+                    wire.enable_compression(compression)?;
+                    let ok = wire.response("IDENTIFY", deadline).await?;
+                    if ok != triage_protocol::OK {
+                        return Err(ConsumerError::Unexpected {
+                            command: "IDENTIFY",
+                            reply: String::from_utf8_lossy(&ok).into_owned(),
+                        });
+                    }
+                }
+                Duration::from_millis(negotiated.msg_timeout)
+            }
             // A broker without feature negotiation answers OK and keeps nsqd's default.
             Err(_) if reply == triage_protocol::OK => Duration::from_secs(60),
             Err(e) => {
@@ -552,44 +627,55 @@ impl<H: Handler> Connection<H> {
                 })
             }
         };
+        let (topic, channel) = (&subscription.topic, &subscription.channel);
         let sub = Command::Sub {
-            topic: topic.to_owned(),
-            channel: channel.to_owned(),
+            topic: topic.clone(),
+            channel: channel.clone(),
         };
         wire.request_ok(&sub, deadline).await?;
-        let mut level = shared.level.subscribe();
-        let current = *level.borrow_and_update();
-        if current != Level::Normal {
-            wire.request_ok(&Command::Backpressure(current.as_u8()), deadline)
-                .await?;
-        }
-        wire.queue(&Command::Rdy(rdy_for(max_in_flight, current)));
-        wire.flush().await?;
         let touch_every = config
             .touch_every
             .unwrap_or(msg_timeout / 2)
             .max(Duration::from_millis(1));
-        let slots = usize::try_from(max_in_flight)
+        let slots = usize::try_from(subscription.max_in_flight)
             .unwrap_or(usize::MAX)
             .clamp(1, 1 << 16);
         let (done_tx, done_rx) = mpsc::channel(slots);
-        tracing::info!(topic, channel, max_in_flight, "subscribed");
+        tracing::info!(topic, channel, max_in_flight = subscription.max_in_flight, priority = %subscription.priority, "subscribed");
         Ok(Connection {
             handler,
-            topic: topic.into(),
-            channel: channel.into(),
+            topic: topic.as_str().into(),
+            channel: channel.as_str().into(),
             wire,
-            max_in_flight,
             in_flight: HashMap::new(),
             done_tx,
             done_rx,
-            level,
+            plan: shared.plan.subscribe(),
+            announced: Level::Normal,
+            rdy: 0,
             touch_every,
             shared,
         })
     }
 
-    async fn run(mut self) -> Result<(), ConsumerError> {
+    /// Queues BACKPRESSURE and RDY where the plan differs from what the broker was told.
+    fn follow_plan(&mut self, slot: usize) {
+        let plan = self.plan.borrow_and_update().clone();
+        if plan.level != self.announced {
+            self.announced = plan.level;
+            self.wire.queue(&Command::Backpressure(plan.level.as_u8()));
+        }
+        let rdy = plan.rdy.get(slot).copied().unwrap_or(0);
+        if rdy != self.rdy {
+            self.rdy = rdy;
+            self.wire.queue(&Command::Rdy(rdy));
+        }
+    }
+
+    /// Consumes as subscription `slot` of the plan until drained or aborted.
+    async fn run(mut self, slot: usize) -> Result<(), ConsumerError> {
+        self.follow_plan(slot);
+        self.wire.flush().await?;
         // Ticking at half the interval keeps the gap between TOUCHes within `touch_every`.
         let mut touch = tokio::time::interval(self.touch_every / 2);
         touch.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -611,11 +697,7 @@ impl<H: Handler> Connection<H> {
                 }
                 Some(done) = self.done_rx.recv() => self.on_done(done),
                 // Cannot fail: the sender lives in `shared`, which this task holds.
-                Ok(()) = self.level.changed(), if !draining => {
-                    let level = *self.level.borrow_and_update();
-                    self.wire.queue(&Command::Backpressure(level.as_u8()));
-                    self.wire.queue(&Command::Rdy(rdy_for(self.max_in_flight, level)));
-                }
+                Ok(()) = self.plan.changed(), if !draining => self.follow_plan(slot),
                 _ = touch.tick() => self.touch_overdue(),
             }
             self.wire.flush().await?;
@@ -678,16 +760,20 @@ impl<H: Handler> Connection<H> {
                 age,
             }),
         };
-        let delivery = Delivery {
+        let mut delivery = Delivery {
             topic: self.topic.clone(),
             channel: self.channel.clone(),
             message,
+            level: Level::Normal,
         };
         let handler = self.handler.clone();
-        let concurrency = self.shared.concurrency.clone();
+        let shared = self.shared.clone();
         self.shared.tracker.spawn(async move {
             // The semaphore is never closed, so this always gets a permit.
-            let _permit = concurrency.acquire_owned().await;
+            let _permit = shared.concurrency.clone().acquire_owned().await;
+            // Read now, not on arrival: a message that waited for a permit
+            // while the worker degraded must see it.
+            delivery.level = *shared.level.borrow();
             let started = Instant::now();
             let result = handler.handle(delivery).await;
             guard.finish(result, started.elapsed()).await;
@@ -757,15 +843,6 @@ mod tests {
             .collect();
         assert_eq!(delays, [100, 100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff.delay(u16::MAX), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn rdy_shrinks_with_the_level_but_never_to_zero() {
-        assert_eq!(rdy_for(100, Level::Normal), 100);
-        assert_eq!(rdy_for(100, Level::Degraded), 50);
-        assert_eq!(rdy_for(100, Level::Overloaded), 25);
-        assert_eq!(rdy_for(5, Level::Degraded), 3);
-        assert_eq!(rdy_for(1, Level::Overloaded), 1);
     }
 
     #[test]

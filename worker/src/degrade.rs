@@ -106,6 +106,8 @@ pub struct DegradeController {
     /// Since when the p99 has been below the current level's recovery threshold.
     calm_since: Option<Instant>,
     transitions: u64,
+    /// Transitions by `[from][to]` level.
+    between: [[u64; 3]; 3],
 }
 
 impl DegradeController {
@@ -115,6 +117,7 @@ impl DegradeController {
             level: Level::Normal,
             calm_since: None,
             transitions: 0,
+            between: [[0; 3]; 3],
         }
     }
 
@@ -125,6 +128,11 @@ impl DegradeController {
     /// How many transitions there have been so far.
     pub fn transitions(&self) -> u64 {
         self.transitions
+    }
+
+    /// How many transitions went from `from` to `to`.
+    pub fn transitions_between(&self, from: Level, to: Level) -> u64 {
+        self.between[usize::from(from.as_u8())][usize::from(to.as_u8())]
     }
 
     /// Feeds the p99 seen at `now`; returns the transition it causes, if any.
@@ -160,6 +168,7 @@ impl DegradeController {
         // The next step down needs a whole `hold` of calm at the new level.
         self.calm_since = None;
         self.transitions += 1;
+        self.between[usize::from(from.as_u8())][usize::from(to.as_u8())] += 1;
         Transition { from, to, at }
     }
 }
@@ -264,6 +273,9 @@ mod tests {
         let tr = c.observe(calm + ms(10_000), ms(100)).unwrap();
         assert_eq!((tr.from, tr.to), (Level::Degraded, Level::Normal));
         assert_eq!(c.transitions(), 2);
+        assert_eq!(c.transitions_between(Level::Normal, Level::Degraded), 1);
+        assert_eq!(c.transitions_between(Level::Degraded, Level::Normal), 1);
+        assert_eq!(c.transitions_between(Level::Normal, Level::Overloaded), 0);
     }
 
     #[test]

@@ -40,16 +40,17 @@ pub enum ConsumerError {
 
 /// A configuration value that cannot work; `key` names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {key}: {reason}")]
+#[error("{key}: {reason}")]
 pub struct ConfigError {
-    pub key: &'static str,
+    /// The key's full path, e.g. `subscriptions[1].steps[0].url`.
+    pub key: String,
     pub reason: String,
 }
 
 impl ConfigError {
-    pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
-            key,
+            key: key.into(),
             reason: reason.into(),
         }
     }

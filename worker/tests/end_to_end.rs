@@ -1,7 +1,8 @@
 //! The worker library against a real triage broker started in-process: a
 //! slow handler drives the controller to degraded and the broker publishes
 //! the worker's BACKPRESSURE on `_triage.backpressure`; failures are retried
-//! with backoff; shutdown finishes in-flight work.
+//! with backoff; shutdown finishes in-flight work; one budget is shared by
+//! priority; snappy and deflate work; a lost connection comes back.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,61 +11,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use triage_broker::tcp::BACKPRESSURE_EVENTS_TOPIC;
-use triage_broker::Server;
-use triage_config::BrokerConfig;
+use triage_worker::consumer::Compression;
 use triage_worker::{
     Backoff, Consumer, ConsumerConfig, DegradeConfig, Delivery, HandlerError, LatencyWindow, Level,
+    Priority, Subscription,
 };
 
+mod common;
+
+use common::{bodies, start_broker, start_broker_on, TestBroker};
+
 const WAIT: Duration = Duration::from_secs(5);
-
-struct TestBroker {
-    server: Server,
-    _data: tempfile::TempDir,
-}
-
-async fn start_broker() -> TestBroker {
-    let data = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
-        tcp_address: "127.0.0.1:0".parse().unwrap(),
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        data_path: data.path().to_path_buf(),
-        ..BrokerConfig::default()
-    };
-    let server = Server::start(config).await.unwrap();
-    TestBroker {
-        server,
-        _data: data,
-    }
-}
-
-impl TestBroker {
-    fn config(&self, client_id: &str) -> ConsumerConfig {
-        ConsumerConfig {
-            address: self.server.tcp_addr.to_string(),
-            client_id: client_id.to_owned(),
-            hostname: "test-host".to_owned(),
-            ..ConsumerConfig::default()
-        }
-    }
-
-    async fn publish(&self, topic: &str, bodies: impl IntoIterator<Item = String>) {
-        let bodies: Vec<Bytes> = bodies.into_iter().map(Bytes::from).collect();
-        self.server
-            .broker
-            .publish(topic, bodies, None)
-            .await
-            .unwrap();
-    }
-}
-
-fn bodies(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
 
 /// A consumer of `_triage.backpressure` that forwards each event.
 async fn event_listener(
@@ -261,5 +221,205 @@ async fn shutdown_finishes_in_flight_work_then_closes() {
     // Every message was FINed before the connection closed: none requeued.
     let snapshot = channel.snapshot();
     assert_eq!((snapshot.depth, snapshot.in_flight), (0, 0));
+    tb.server.shutdown().await;
+}
+
+/// The RDY the broker has from the (single) consumer of `topic`/`channel`, if any.
+fn broker_rdy(tb: &TestBroker, topic: &str, channel: &str) -> Option<u64> {
+    let channel = tb.server.broker.existing_channel(topic, channel).ok()?;
+    let clients = channel.snapshot().clients;
+    clients
+        .first()
+        .map(|c| c.ready_count.load(Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_budget_is_shared_by_priority_and_batch_stops_first_when_degraded() {
+    let tb = start_broker().await;
+    let handler = |delivery: Delivery| async move {
+        if delivery.message.body.starts_with(b"slow") {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<(), HandlerError>(())
+    };
+    let config = ConsumerConfig {
+        max_in_flight: Some(10),
+        evaluate_every: Duration::from_millis(20),
+        degrade: DegradeConfig {
+            threshold: Duration::from_millis(100),
+            overload_threshold: Duration::from_secs(10),
+            recover_below: Duration::from_millis(50),
+            // Long: the test reads the degraded RDYs before any recovery.
+            hold: Duration::from_secs(60),
+        },
+        ..tb.config("budgeted")
+    };
+    let worker = Consumer::new(config, handler).unwrap();
+    for (topic, priority) in [
+        ("urgent", Priority::Urgent),
+        ("normal", Priority::Normal),
+        ("batch", Priority::Batch),
+    ] {
+        worker
+            .subscribe_with(Subscription::new(topic, "w", 4).with_priority(priority))
+            .await
+            .unwrap();
+    }
+    let rdys = || ["urgent", "normal", "batch"].map(|topic| broker_rdy(&tb, topic, "w"));
+    // Level 0: urgent and normal get all they ask for, batch what is left of 10.
+    wait_until("the broker has the level-0 RDYs", || {
+        rdys() == [Some(4), Some(4), Some(2)]
+    })
+    .await;
+
+    tb.publish("normal", bodies("slow", 2)).await;
+    wait_for_level(&worker, Level::Degraded).await;
+    // Degraded: urgent keeps its RDY, normal halves, batch stops.
+    wait_until("the broker has the degraded RDYs", || {
+        rdys() == [Some(4), Some(2), Some(0)]
+    })
+    .await;
+    let status = worker.status();
+    let planned: Vec<u64> = status.rdy().into_iter().map(|(_, rdy)| rdy).collect();
+    assert_eq!(planned, [4, 2, 0]);
+    worker.shutdown().await.unwrap();
+    tb.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snappy_and_deflate_connections_consume_and_finish() {
+    for compression in [Compression::Snappy, Compression::Deflate(6)] {
+        let tb = start_broker().await;
+        let handled = Arc::new(Mutex::new(HashSet::new()));
+        let handler = {
+            let handled = handled.clone();
+            move |delivery: Delivery| {
+                let handled = handled.clone();
+                async move {
+                    handled
+                        .lock()
+                        .unwrap()
+                        .insert(delivery.message.body.to_vec());
+                    Ok::<(), HandlerError>(())
+                }
+            }
+        };
+        let config = ConsumerConfig {
+            compression,
+            ..tb.config("compressed")
+        };
+        let worker = Consumer::new(config, handler).unwrap();
+        worker.subscribe("zipped", "w", 8).await.unwrap();
+        let channel = tb.server.broker.existing_channel("zipped", "w").unwrap();
+        let identity = channel.snapshot().clients[0].identity();
+        assert_eq!(
+            (identity.snappy, identity.deflate),
+            (
+                compression == Compression::Snappy,
+                matches!(compression, Compression::Deflate(_))
+            ),
+            "{compression:?} negotiated"
+        );
+        // Small and large (multi-block, compressible) bodies.
+        let mut sent: Vec<String> = bodies("small", 40);
+        sent.extend((0..5).map(|i| format!("large-{i}-{}", "ticket text ".repeat(20_000))));
+        tb.publish("zipped", sent.clone()).await;
+        wait_until("every compressed message is handled", || {
+            handled.lock().unwrap().len() == sent.len()
+        })
+        .await;
+        worker.shutdown().await.unwrap();
+        let snapshot = channel.snapshot();
+        assert_eq!(
+            (snapshot.depth, snapshot.in_flight),
+            (0, 0),
+            "{compression:?}"
+        );
+        tb.server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_reconnected() {
+    let first = start_broker().await;
+    let address = first.server.tcp_addr;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handler = move |delivery: Delivery| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(delivery.message.body.to_vec());
+            Ok::<(), HandlerError>(())
+        }
+    };
+    let config = ConsumerConfig {
+        reconnect: Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        },
+        ..first.config("reconnecting")
+    };
+    let worker = Consumer::new(config, handler).unwrap();
+    worker.subscribe("jobs", "w", 2).await.unwrap();
+    first.publish("jobs", ["before".to_owned()]).await;
+    let body = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, b"before");
+
+    // The broker goes away and comes back on the same address.
+    first.server.shutdown().await;
+    let second = start_broker_on(address).await;
+    second.publish("jobs", ["after".to_owned()]).await;
+    let body = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("the message published after the restart within 5 s")
+        .unwrap();
+    assert_eq!(body, b"after");
+    worker.shutdown().await.unwrap();
+    second.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_oscillating_around_the_threshold_does_not_flap() {
+    let tb = start_broker().await;
+    let (listener, mut events) = event_listener(&tb).await;
+    // Handling alternates just below and just above the 100 ms threshold.
+    let handler = |delivery: Delivery| async move {
+        let odd = delivery.message.body.last().is_some_and(|b| b % 2 == 1);
+        tokio::time::sleep(Duration::from_millis(if odd { 130 } else { 70 })).await;
+        Ok::<(), HandlerError>(())
+    };
+    let config = ConsumerConfig {
+        evaluate_every: Duration::from_millis(20),
+        // p99 of the last sample only, so it swings across the threshold with every message.
+        latency_window: LatencyWindow {
+            max_samples: 1,
+            max_age: Some(Duration::from_secs(60)),
+        },
+        degrade: DegradeConfig {
+            threshold: Duration::from_millis(100),
+            overload_threshold: Duration::from_secs(10),
+            recover_below: Duration::from_millis(50),
+            hold: Duration::from_millis(300),
+        },
+        ..tb.config("oscillating")
+    };
+    let worker = Consumer::new(config, handler).unwrap();
+    worker.subscribe("wobbly", "w", 4).await.unwrap();
+    let n = 40;
+    tb.publish("wobbly", bodies("m", n)).await;
+    wait_until("every message is finished", || {
+        tb.server
+            .broker
+            .existing_channel("wobbly", "w")
+            .is_ok_and(|c| c.counters.finish_count.load(Ordering::Relaxed) == n as u64)
+    })
+    .await;
+    // One entry into degraded, no flapping back and forth while it oscillates.
+    assert_eq!(worker.transitions(), 1);
+    assert_eq!(next_event(&mut events).await["level"], 1);
+    worker.shutdown().await.unwrap();
+    listener.shutdown().await.unwrap();
     tb.server.shutdown().await;
 }
