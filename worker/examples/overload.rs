@@ -61,6 +61,7 @@ async fn run(seconds: u64, degrade: bool) -> Outcome {
         tier_rules: vec![TierRule {
             pattern: "bench.urgent".to_owned(),
             tier: Tier::Memory,
+            settings: Default::default(),
         }],
         ..BrokerConfig::default()
     })
