@@ -73,6 +73,8 @@ pub struct Broker {
     pub tracker: TaskTracker,
     /// Served at `GET /metrics`; read from the topics at scrape time.
     pub metrics: Metrics,
+    /// Told of every topic and channel created or deleted, for lookupd.
+    pub topology: crate::lookup::TopologyChanges,
 }
 
 impl Broker {
@@ -95,6 +97,7 @@ impl Broker {
             start_time: crate::client::unix_secs(),
             shutdown,
             tracker: TaskTracker::new(),
+            topology: Default::default(),
         }))
     }
 
@@ -164,6 +167,7 @@ impl Broker {
         };
         let topic = self.new_topic(name, tier, next_seq);
         self.lock().insert(name.to_owned(), topic.clone());
+        self.topology.notify();
         tracing::info!(topic = name, tier = tier.as_str(), "topic created");
         Ok(topic)
     }
@@ -230,6 +234,7 @@ impl Broker {
                     .create_channel(topic_name, &meta, starts_at)
                     .await?;
             }
+            self.topology.notify();
         }
         Ok(created)
     }
@@ -298,6 +303,7 @@ impl Broker {
             .remove(name)
             .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
         topic.delete();
+        self.topology.notify();
         if !topic.ephemeral {
             self.store.delete_topic(name).await?;
         }
@@ -311,6 +317,7 @@ impl Broker {
         let now_empty = topic.delete_channel(channel).ok_or_else(|| {
             TopicError::ChannelNotFound(topic_name.to_owned(), channel.to_owned())
         })?;
+        self.topology.notify();
         if !topic.ephemeral && !triage_protocol::names::is_ephemeral(channel) {
             self.store.delete_channel(topic_name, channel).await?;
         }
@@ -337,6 +344,7 @@ impl Broker {
         if topic.delete_channel(&channel.name) == Some(true) && topic.ephemeral {
             self.remove_topic_if_same(&topic);
         }
+        self.topology.notify();
     }
 
     fn remove_topic_if_same(&self, topic: &Arc<Topic>) {

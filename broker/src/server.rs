@@ -113,6 +113,7 @@ impl Server {
             .tracker
             .spawn(crate::http::serve(broker.clone(), http_listener));
         broker.tracker.spawn(broker.clone().run_checkpoints());
+        crate::lookup::spawn(&broker);
         Ok(Server {
             broker,
             tcp_addr,
