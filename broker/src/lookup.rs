@@ -6,6 +6,11 @@
 //! fails (a lookupd restart drops every registration) the task reconnects
 //! with backoff and registers everything again.
 //!
+//! Each topic's tier goes to lookupd as an extension nsqlookupd ignores: a
+//! `triage_topic_tiers` field in IDENTIFY, and, to a lookupd whose IDENTIFY
+//! reply says `"triage_tiers": true` (triage-lookupd), `TIER <topic> <tier>`
+//! for topics created later.
+//!
 //! The broker only says *that* its topics or channels changed
 //! ([`TopologyChanges`]); each task compares what the broker holds with
 //! what it has registered and sends the difference, so a burst of changes
@@ -109,12 +114,17 @@ async fn session(broker: &Broker, addr: &str) -> PeerError {
         Ok(Err(e)) => return e.into(),
         Err(_) => return PeerError::Timeout,
     };
-    let mut registered = BTreeSet::new();
+    let mut registered = Registered::default();
     let result = async {
         peer.send(b"  V1").await?;
-        let reply = peer.command(&identify(broker)).await?;
+        let (command, tiers) = identify(broker);
+        let reply = peer.command(&command).await?;
         tracing::info!(lookupd = %addr, reply = %String::from_utf8_lossy(&reply), "identified to lookupd");
-        sync(&mut peer, &mut registered, desired(broker)).await?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+        if reply["triage_tiers"] == true {
+            registered.tiers = Some(tiers);
+        }
+        sync(&mut peer, &mut registered, broker).await?;
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let mut probe = [0u8; 1];
         loop {
@@ -137,7 +147,7 @@ async fn session(broker: &Broker, addr: &str) -> PeerError {
                         // The broker is gone; shutdown cancels this task first.
                         return Ok(());
                     }
-                    sync(&mut peer, &mut registered, desired(broker)).await?;
+                    sync(&mut peer, &mut registered, broker).await?;
                 }
             }
         }
@@ -151,9 +161,10 @@ async fn session(broker: &Broker, addr: &str) -> PeerError {
 
 /// `IDENTIFY` with nsqd's fields, and the tier of each topic as an extension
 /// nsqlookupd ignores (its JSON decoder skips unknown fields).
-fn identify(broker: &Broker) -> Vec<u8> {
+/// Returns the command and the tiers it told.
+fn identify(broker: &Broker) -> (Vec<u8>, BTreeMap<String, &'static str>) {
     let config = &broker.config;
-    let tiers: BTreeMap<String, &str> = broker
+    let tiers: BTreeMap<String, &'static str> = broker
         .topics()
         .iter()
         .map(|t| (t.name.clone(), t.tier.as_str()))
@@ -170,39 +181,61 @@ fn identify(broker: &Broker) -> Vec<u8> {
     let mut command = b"IDENTIFY\n".to_vec();
     command.extend_from_slice(&(body.len() as u32).to_be_bytes());
     command.extend_from_slice(body.as_bytes());
-    command
+    (command, tiers)
 }
 
-/// Every topic and every channel the broker holds now.
-fn desired(broker: &Broker) -> BTreeSet<Key> {
+/// What one lookupd has been told on this connection.
+#[derive(Default)]
+struct Registered {
+    keys: BTreeSet<Key>,
+    /// Each topic's tier as told; `None` when lookupd does not take `TIER`.
+    tiers: Option<BTreeMap<String, &'static str>>,
+}
+
+/// Every topic and every channel the broker holds now, and each topic's tier.
+fn desired(broker: &Broker) -> (BTreeSet<Key>, BTreeMap<String, &'static str>) {
     let mut keys = BTreeSet::new();
+    let mut tiers = BTreeMap::new();
     for topic in broker.topics() {
         for channel in topic.snapshot().channels {
             keys.insert((topic.name.clone(), Some(channel.name.clone())));
         }
         keys.insert((topic.name.clone(), None));
+        tiers.insert(topic.name.clone(), topic.tier.as_str());
     }
-    keys
+    (keys, tiers)
 }
 
-/// Sends what changed between `registered` and `desired`: REGISTERs in name
-/// order (a topic before its channels), UNREGISTERs in reverse (a topic's
-/// channels before the topic).
+/// Sends what changed since `registered`: UNREGISTERs in reverse name order
+/// (a topic's channels before the topic), REGISTERs in name order (a topic
+/// before its channels), then the tiers lookupd was not told yet.
 async fn sync(
     peer: &mut Peer,
-    registered: &mut BTreeSet<Key>,
-    desired: BTreeSet<Key>,
+    registered: &mut Registered,
+    broker: &Broker,
 ) -> Result<(), PeerError> {
-    let gone: Vec<&Key> = registered.difference(&desired).collect();
+    let (keys, tiers) = desired(broker);
+    let gone: Vec<&Key> = registered.keys.difference(&keys).collect();
     for (topic, channel) in gone.into_iter().rev() {
         peer.command(&line("UNREGISTER", topic, channel.as_deref()))
             .await?;
     }
-    for (topic, channel) in desired.difference(registered) {
+    for (topic, channel) in keys.difference(&registered.keys) {
         peer.command(&line("REGISTER", topic, channel.as_deref()))
             .await?;
     }
-    *registered = desired;
+    registered.keys = keys;
+    if let Some(told) = &mut registered.tiers {
+        // lookupd forgets a topic's tier when the topic is unregistered.
+        told.retain(|topic, _| tiers.contains_key(topic));
+        for (topic, tier) in tiers {
+            if told.get(&topic) != Some(&tier) {
+                peer.command(format!("TIER {topic} {tier}\n").as_bytes())
+                    .await?;
+                told.insert(topic, tier);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -189,6 +189,25 @@ async fn creations_and_deletions_reach_lookupd() {
     })
     .await;
     assert!(db.producers(&channel).is_empty());
+
+    // A topic created after IDENTIFY reaches triage-lookupd with its tier.
+    brokers[0]
+        .broker()
+        .topic_with_tier("alerts", Some(triage_config::Tier::Memory))
+        .await
+        .unwrap();
+    let port = brokers[0].tcp_addr().port();
+    wait_for("the new topic's tier in /nodes", || async {
+        let Some(nodes) = get(http, "/nodes").await else {
+            return false;
+        };
+        nodes["producers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["tcp_port"] == port && n["triage_topic_tiers"]["alerts"] == "memory")
+    })
+    .await;
     stop(brokers, lookupd).await;
 }
 

@@ -43,10 +43,11 @@ pub struct PeerInfo {
     pub version: String,
     pub topology_zone: String,
     pub topology_region: String,
-    /// triage's IDENTIFY extension: each topic's tier when the node
-    /// identified. Shown only by `/nodes`; empty for nsqd.
+    /// triage's extension: each topic's tier, from IDENTIFY and then from
+    /// `TIER` commands. Shown only by `/nodes`; empty for nsqd. std Mutex:
+    /// one map operation at a time, no `.await`.
     #[serde(skip)]
-    pub triage_tiers: BTreeMap<String, String>,
+    triage_tiers: Mutex<BTreeMap<String, String>>,
     /// Set at IDENTIFY and by every PING. std Mutex: a copy in, a copy out.
     #[serde(skip)]
     last_update: Mutex<Instant>,
@@ -76,7 +77,7 @@ impl PeerInfo {
             version,
             topology_zone,
             topology_region,
-            triage_tiers,
+            triage_tiers: Mutex::new(triage_tiers),
             last_update: Mutex::new(Instant::now()),
         }
     }
@@ -92,6 +93,27 @@ impl PeerInfo {
     fn last_seen_lock(&self) -> MutexGuard<'_, Instant> {
         // An Instant cannot be left half-written; a poisoned lock is still valid.
         self.last_update
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of the node's topic tiers.
+    pub fn tiers(&self) -> BTreeMap<String, String> {
+        self.tiers_lock().clone()
+    }
+
+    /// Records a topic's tier, or forgets it (`None`).
+    pub fn set_tier(&self, topic: &str, tier: Option<&str>) {
+        let mut tiers = self.tiers_lock();
+        match tier {
+            Some(tier) => tiers.insert(topic.to_owned(), tier.to_owned()),
+            None => tiers.remove(topic),
+        };
+    }
+
+    fn tiers_lock(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        // A BTreeMap operation cannot leave the map invalid; a poisoned lock is still usable.
+        self.triage_tiers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

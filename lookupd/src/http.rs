@@ -193,7 +193,7 @@ struct Node<'a> {
     topics: Vec<String>,
     /// triage's extension, only for nodes that sent it.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    triage_topic_tiers: &'a BTreeMap<String, String>,
+    triage_topic_tiers: BTreeMap<String, String>,
 }
 
 async fn nodes(State(shared): State<Arc<Shared>>) -> Response {
@@ -228,7 +228,7 @@ async fn nodes(State(shared): State<Arc<Shared>>) -> Response {
             peer,
             tombstones,
             topics,
-            triage_topic_tiers: &peer.triage_tiers,
+            triage_topic_tiers: peer.tiers(),
         });
     }
     json(&serde_json::json!({ "producers": nodes }))

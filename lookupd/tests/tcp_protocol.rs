@@ -18,6 +18,8 @@ async fn identify_replies_with_lookupds_own_details() {
     assert_eq!(reply["broadcast_address"], "lookupd.test");
     assert_eq!(reply["version"], triage_lookupd::VERSION);
     assert!(reply["hostname"].is_string());
+    // triage's extension: this lookupd takes TIER commands.
+    assert_eq!(reply["triage_tiers"], true);
     lookupd.shutdown().await;
 }
 
@@ -233,5 +235,39 @@ async fn triage_tiers_in_identify_show_in_nodes_only() {
     );
     let lookup = get_json(lookupd.http_addr, "/lookup?topic=orders").await;
     assert!(lookup["producers"][0].get("triage_topic_tiers").is_none());
+
+    // TIER updates the map, and a topic's UNREGISTER forgets its tier.
+    assert_eq!(client.command("TIER alerts MEMORY").await, "OK");
+    assert_eq!(client.command("UNREGISTER orders").await, "OK");
+    let nodes = get_json(lookupd.http_addr, "/nodes").await;
+    assert_eq!(
+        nodes["producers"][0]["triage_topic_tiers"],
+        json!({"alerts": "memory"})
+    );
+    lookupd.shutdown().await;
+}
+
+#[tokio::test]
+async fn tier_errors_close_the_connection() {
+    let lookupd = start_lookupd(|_| {}).await;
+    let addr = lookupd.tcp_addr;
+    let mut anonymous = V1Client::connect(addr).await;
+    assert_eq!(
+        anonymous.command("TIER t memory").await,
+        "E_INVALID client must IDENTIFY"
+    );
+    anonymous.expect_closed().await;
+    for (line, expected) in [
+        ("TIER t", "E_INVALID TIER needs a topic and a tier"),
+        ("TIER t fast", "E_INVALID TIER unknown tier 'fast'"),
+        (
+            "TIER bad*topic memory",
+            "E_BAD_TOPIC TIER topic name 'bad*topic' is not valid",
+        ),
+    ] {
+        let mut client = identified(addr, &node("10.0.0.1", 4150, 4151)).await;
+        assert_eq!(client.command(line).await, expected, "{line}");
+        client.expect_closed().await;
+    }
     lookupd.shutdown().await;
 }

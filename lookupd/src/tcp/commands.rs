@@ -1,5 +1,8 @@
 //! The four commands of protocol V1, with nsqlookupd's replies and error
-//! texts: IDENTIFY, REGISTER, UNREGISTER, PING.
+//! texts: IDENTIFY, REGISTER, UNREGISTER, PING; and triage's extension
+//! `TIER <topic> <tier>`, which the IDENTIFY reply advertises with
+//! `"triage_tiers": true` so that a node sends it only to a lookupd that
+//! knows it (nsqlookupd would close the connection on it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +89,7 @@ impl Connection {
             "IDENTIFY" => self.identify(reader).await,
             "REGISTER" => self.register(&params[1..]),
             "UNREGISTER" => self.unregister(&params[1..]),
+            "TIER" => self.tier(&params[1..]),
             other => Err(CommandError::invalid(format!("invalid command {other}"))),
         }
     }
@@ -159,6 +163,7 @@ impl Connection {
             "version": crate::VERSION,
             "broadcast_address": options.broadcast_address,
             "hostname": self.shared.hostname,
+            "triage_tiers": true,
         });
         Ok(reply.to_string().into_bytes())
     }
@@ -193,7 +198,25 @@ impl Connection {
         let peer = self.identified()?;
         let (topic, channel) = topic_and_channel("UNREGISTER", params)?;
         self.shared.db.unregister(&peer.id, topic, channel);
+        if channel.is_none() {
+            peer.set_tier(topic, None);
+        }
         tracing::info!(client = %self.remote, topic, ?channel, "UNREGISTER");
+        Ok(b"OK".to_vec())
+    }
+
+    /// `TIER <topic> <tier>`: the node's tier for a topic (triage's extension).
+    fn tier(&self, params: &[&str]) -> Result<Vec<u8>, CommandError> {
+        let peer = self.identified()?;
+        let (topic, tier) = match params {
+            [topic, tier] => (*topic, *tier),
+            _ => return Err(CommandError::invalid("TIER needs a topic and a tier")),
+        };
+        topic_and_channel("TIER", &[topic])?;
+        let tier = tier
+            .parse::<triage_config::Tier>()
+            .map_err(|_| CommandError::invalid(format!("TIER unknown tier '{tier}'")))?;
+        peer.set_tier(topic, Some(tier.as_str()));
         Ok(b"OK".to_vec())
     }
 
