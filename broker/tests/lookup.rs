@@ -7,16 +7,21 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use common::{start_broker, TestBroker};
 use serde_json::{json, Value};
 use tokio::time::{timeout, Instant};
 use tokio_nsq::{
-    NSQChannel, NSQConsumerConfig, NSQConsumerConfigSources, NSQConsumerLookupConfig, NSQEvent,
-    NSQTopic,
+    NSQChannel, NSQConfigShared, NSQConsumer, NSQConsumerConfig, NSQConsumerConfigSources,
+    NSQConsumerLookupConfig, NSQEvent, NSQTopic,
 };
 use triage_broker::ctl::client::AdminClient;
+use triage_broker::Server;
+use triage_config::BrokerConfig;
 use triage_lookupd::db::Registration;
 use triage_lookupd::{Lookupd, Options};
 
@@ -262,4 +267,135 @@ async fn a_restarted_lookupd_gets_every_registration_again() {
     let topics: BTreeSet<String> = serde_json::from_value(first["topics"].clone()).unwrap();
     assert_eq!(topics, ["alerts", "orders"].map(String::from).into());
     stop(brokers, lookupd).await;
+}
+
+/// A broker on given addresses and data dir, so it can be stopped and
+/// started again as the same node.
+async fn start_at(data: &Path, tcp: SocketAddr, http: SocketAddr, lookupd: SocketAddr) -> Server {
+    let config = BrokerConfig {
+        tcp_address: tcp,
+        http_address: http,
+        data_path: data.to_path_buf(),
+        broadcast_address: "127.0.0.1".into(),
+        lookupd_tcp_addresses: vec![lookupd.to_string()],
+        ..BrokerConfig::default()
+    };
+    timeout(WITHIN, Server::start(config))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A tokio-nsq consumer that finds its brokers through lookupd, polling
+/// every second and reconnecting within a second.
+fn lookupd_consumer(lookupd_http: SocketAddr, topic: &str, channel: &str) -> NSQConsumer {
+    let lookup_config = NSQConsumerLookupConfig::new()
+        .set_poll_interval(Duration::from_secs(1))
+        .set_addresses([format!("http://{lookupd_http}")].into_iter().collect());
+    NSQConsumerConfig::new(
+        NSQTopic::new(topic).unwrap(),
+        NSQChannel::new(channel).unwrap(),
+    )
+    .set_max_in_flight(10)
+    .set_sources(NSQConsumerConfigSources::Lookup(lookup_config))
+    .set_shared(NSQConfigShared::new().set_backoff_max_wait(Duration::from_secs(1)))
+    .build()
+}
+
+/// Receives (and finishes) until every body of `want` has arrived; fails if
+/// one of `never` arrives first.
+async fn receive_all(
+    consumer: &mut NSQConsumer,
+    received: &mut HashSet<String>,
+    want: &HashSet<String>,
+    never: &HashSet<String>,
+) {
+    let deadline = Instant::now() + WITHIN;
+    while !want.is_subset(received) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let missing = want.difference(received).count();
+        let event = timeout(left, consumer.consume())
+            .await
+            .unwrap_or_else(|_| panic!("{missing} messages never arrived"))
+            .expect("consumer stream ended");
+        if let NSQEvent::Message(message) = event {
+            let body = String::from_utf8(message.body.clone()).unwrap();
+            assert!(!never.contains(&body), "{body} arrived too early");
+            received.insert(body);
+            message.finish().await;
+        }
+    }
+}
+
+fn bodies(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}-{i}")).collect()
+}
+
+async fn publish(server: &Server, topic: &str, bodies: &[String]) {
+    let bodies = bodies.iter().map(|b| Bytes::from(b.clone())).collect();
+    server.broker.publish(topic, bodies, None).await.unwrap();
+}
+
+/// The scenario: three brokers, one consumer through lookupd. One
+/// broker stops while holding persistent messages; the others carry on;
+/// when it returns (same address, same data) its messages are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_returns_delivers_what_it_held_while_the_others_carry_on() {
+    let lookupd = start_lookupd("127.0.0.1:0".parse().unwrap()).await;
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = Vec::new();
+    for dir in &dirs {
+        servers.push(start_at(dir.path(), any, any, lookupd.tcp_addr).await);
+    }
+    let mut received = HashSet::new();
+    let none = HashSet::new();
+
+    let first: Vec<Vec<String>> = (0..3).map(|b| bodies(&format!("first-b{b}"), 5)).collect();
+    for (server, batch) in servers.iter().zip(&first) {
+        publish(server, "orders", batch).await;
+    }
+    let mut consumer = lookupd_consumer(lookupd.http_addr, "orders", "billing");
+    let want: HashSet<String> = first.iter().flatten().cloned().collect();
+    receive_all(&mut consumer, &mut received, &want, &none).await;
+
+    // Broker 1 holds a batch (its channel paused), then stops.
+    let held = bodies("held-b1", 5);
+    servers[1]
+        .broker
+        .pause_channel("orders", "billing", true)
+        .await
+        .unwrap();
+    publish(&servers[1], "orders", &held).await;
+    let stopped = servers.remove(1);
+    let (tcp, http) = (stopped.tcp_addr, stopped.http_addr);
+    timeout(WITHIN, stopped.shutdown()).await.unwrap();
+
+    // The others carry on.
+    let during: Vec<String> = bodies("during-b0", 5)
+        .into_iter()
+        .chain(bodies("during-b2", 5))
+        .collect();
+    publish(&servers[0], "orders", &during[..5]).await;
+    publish(&servers[1], "orders", &during[5..]).await;
+    let held_set: HashSet<String> = held.iter().cloned().collect();
+    let want: HashSet<String> = during.iter().cloned().collect();
+    receive_all(&mut consumer, &mut received, &want, &held_set).await;
+
+    // It returns as the same node and delivers what it held.
+    let returned = start_at(dirs[1].path(), tcp, http, lookupd.tcp_addr).await;
+    returned
+        .broker
+        .pause_channel("orders", "billing", false)
+        .await
+        .unwrap();
+    receive_all(&mut consumer, &mut received, &held_set, &none).await;
+    assert_eq!(received.len(), 15 + 5 + 10);
+
+    drop(consumer);
+    servers.push(returned);
+    for server in servers {
+        timeout(WITHIN, server.shutdown()).await.unwrap();
+    }
+    timeout(WITHIN, lookupd.shutdown()).await.unwrap();
 }
