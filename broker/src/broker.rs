@@ -115,6 +115,8 @@ pub struct Broker {
     pub delayed: Delayed,
     /// Set when `tls_cert` and `tls_key` are: for IDENTIFY's `tls_v1` and HTTPS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Told of every topic and channel created or deleted, for lookupd.
+    pub topology: crate::lookup::TopologyChanges,
 }
 
 impl Broker {
@@ -156,6 +158,7 @@ impl Broker {
             tracker: TaskTracker::new(),
             delayed: Delayed::new(Clock::new()),
             tls,
+            topology: Default::default(),
         }))
     }
 
@@ -253,6 +256,7 @@ impl Broker {
         };
         let topic = self.new_topic(name, spec, next_seq);
         self.lock().insert(name.to_owned(), topic.clone());
+        self.topology.notify();
         tracing::info!(topic = name, tier = tier.as_str(), "topic created");
         Ok(topic)
     }
@@ -321,6 +325,7 @@ impl Broker {
                     .create_channel(topic_name, &meta, starts_at)
                     .await?;
             }
+            self.topology.notify();
         }
         Ok(created)
     }
@@ -474,6 +479,7 @@ impl Broker {
             .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
         topic.delete();
         self.delayed.forget(name, None);
+        self.topology.notify();
         if !topic.ephemeral {
             self.store.delete_topic(name).await?;
         }
@@ -488,6 +494,7 @@ impl Broker {
             TopicError::ChannelNotFound(topic_name.to_owned(), channel.to_owned())
         })?;
         self.delayed.forget(topic_name, Some(channel));
+        self.topology.notify();
         if !topic.ephemeral && !triage_protocol::names::is_ephemeral(channel) {
             self.store.delete_channel(topic_name, channel).await?;
         }
@@ -514,6 +521,7 @@ impl Broker {
         if topic.delete_channel(&channel.name) == Some(true) && topic.ephemeral {
             self.remove_topic_if_same(&topic);
         }
+        self.topology.notify();
     }
 
     fn remove_topic_if_same(&self, topic: &Arc<Topic>) {

@@ -9,7 +9,8 @@
 //! [`server::Server`] binds both front ends and shuts them down. [`store`]
 //! is the RocksDB layer under persistent topics and [`backlog`] a persistent
 //! channel's view of its log; [`ctl`] is the HTTP client behind `triagectl`; [`metrics`] serves
-//! Prometheus metrics at `GET /metrics`.
+//! Prometheus metrics at `GET /metrics`; [`lookup`] registers topics and
+//! channels with every configured lookupd.
 
 pub mod backlog;
 pub mod broker;
@@ -18,6 +19,7 @@ pub mod client;
 pub mod ctl;
 pub mod delayed;
 pub mod http;
+pub mod lookup;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -138,6 +138,7 @@ impl Server {
         broker
             .tracker
             .spawn(crate::delayed::run_scheduler(broker.clone()));
+        crate::lookup::spawn(&broker);
         Ok(Server {
             broker,
             tcp_addr,

@@ -162,7 +162,7 @@ impl Default for BrokerConfig {
 }
 
 /// The OS hostname, as nsqd uses for `--broadcast-address`.
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

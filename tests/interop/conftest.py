@@ -8,6 +8,7 @@ lines the daemon logs to stderr.
 Environment:
   TRIAGED_BIN       the binary (default: $CARGO_TARGET_DIR/debug/triaged,
                     CARGO_TARGET_DIR defaulting to ~/.cache/triage/target)
+  TRIAGE_LOOKUPD_BIN  triage-lookupd, for the `lookupd` fixture (default: beside triaged)
   TRIAGED_ARGS      extra flags appended to the command line (space-separated)
 """
 
@@ -148,6 +149,11 @@ def start_broker(data_path, extra_args=()):
     ]
     args.extend(extra_args)
     args.extend(os.environ.get("TRIAGED_ARGS", "").split())
+    return _spawn(args, data_path, "triaged")
+
+
+def _spawn(args, data_path, name):
+    """Starts `args` and waits for its `TCP:`/`HTTP: listening on` lines."""
     env = dict(os.environ, NO_COLOR="1")
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, env=env)
@@ -161,12 +167,12 @@ def start_broker(data_path, extra_args=()):
     while not found.wait(0.05):
         if process.poll() is not None:
             thread.join(2)
-            pytest.fail("triaged exited with status %s before listening:\n%s"
-                        % (process.returncode, broker.log_text()), pytrace=False)
+            pytest.fail("%s exited with status %s before listening:\n%s"
+                        % (name, process.returncode, broker.log_text()), pytrace=False)
         if time.monotonic() > deadline:
             stop_broker(broker)
-            pytest.fail("triaged did not log both 'TCP: listening on' and 'HTTP: listening on' within "
-                        "%.0fs:\n%s" % (START_TIMEOUT, broker.log_text()), pytrace=False)
+            pytest.fail("%s did not log both 'TCP: listening on' and 'HTTP: listening on' within "
+                        "%.0fs:\n%s" % (name, START_TIMEOUT, broker.log_text()), pytrace=False)
     return broker
 
 
@@ -195,6 +201,30 @@ def broker(tmp_path):
     status = stop_broker(running)
     if status != 0:
         pytest.fail("triaged did not shut down cleanly on SIGTERM (%s):\n%s"
+                    % (status, running.log_text()[-4000:]), pytrace=False)
+
+
+def lookupd_bin():
+    explicit = os.environ.get("TRIAGE_LOOKUPD_BIN")
+    if explicit:
+        return explicit
+    return os.path.join(os.path.dirname(triaged_bin()), "triage-lookupd")
+
+
+@pytest.fixture
+def lookupd():
+    """A running triage-lookupd on ephemeral ports (a `Broker` record: the
+    same addresses, log and process fields)."""
+    binary = lookupd_bin()
+    if not os.path.isfile(binary):
+        pytest.fail("triage-lookupd binary not found at %s; build it with `cargo build -p "
+                    "triage-lookupd` or set TRIAGE_LOOKUPD_BIN" % binary, pytrace=False)
+    running = _spawn([binary, "--tcp-address=127.0.0.1:0", "--http-address=127.0.0.1:0",
+                      "--broadcast-address=127.0.0.1"], "", "triage-lookupd")
+    yield running
+    status = stop_broker(running)
+    if status != 0:
+        pytest.fail("triage-lookupd did not shut down cleanly on SIGTERM (%s):\n%s"
                     % (status, running.log_text()[-4000:]), pytrace=False)
 
 
