@@ -459,7 +459,8 @@ impl Topic {
             return Ok((channel.clone(), None));
         }
         let first_channel = state.channels.is_empty();
-        let (starts_at, durable, pending) = match &self.store {
+        let ephemeral = triage_protocol::names::is_ephemeral(name);
+        let (starts_at, durable, pending, load_held) = match &self.store {
             Some(store) => {
                 // A log-backed topic gives its first channel what it held, in
                 // memory (pending) and on disk (from `held_from`), and what is
@@ -471,7 +472,9 @@ impl Topic {
                 } else {
                     self.next_seq.load(Ordering::Relaxed)
                 };
-                let held = if first_channel {
+                // An ephemeral channel of a paused topic leaves the held
+                // messages for unpause (it cannot read the log later).
+                let held = if first_channel && !(ephemeral && state.paused) {
                     state.held_from.take()
                 } else {
                     None
@@ -495,7 +498,7 @@ impl Topic {
                     }
                     None => Backlog::new(starts_at, self.released.clone()),
                 };
-                let durable = (!triage_protocol::names::is_ephemeral(name)).then(|| Durable {
+                let durable = (!ephemeral).then(|| Durable {
                     backlog,
                     store: store.clone(),
                     defer_requeues: self.tier != Tier::Memory,
@@ -505,7 +508,15 @@ impl Topic {
                 } else {
                     Vec::new()
                 };
-                (starts_at, durable, pending)
+                // An ephemeral channel has no view of the log: what the topic
+                // held on disk is read into its memory instead (as nsqd hands
+                // a topic's backlog to its first channel, `nsq_tail`'s too).
+                let load_held = if ephemeral {
+                    held.map(|from| (store.clone(), from, released))
+                } else {
+                    None
+                };
+                (starts_at, durable, pending, load_held)
             }
             None => {
                 // A memory topic hands what it held to its first channel, now
@@ -515,7 +526,7 @@ impl Topic {
                 } else {
                     Vec::new()
                 };
-                (self.next_seq.load(Ordering::Relaxed), None, pending)
+                (self.next_seq.load(Ordering::Relaxed), None, pending, None)
             }
         };
         let channel = Channel::new(
@@ -529,6 +540,15 @@ impl Topic {
         self.tracker.spawn(channel.clone().run_timer());
         // Held in memory, so not (only) on disk: into memory whatever the window.
         channel.put_in_memory(pending);
+        if let Some((store, from, upto)) = load_held {
+            self.tracker.spawn(load_into_memory(
+                store,
+                self.name.clone(),
+                from,
+                upto,
+                channel.clone(),
+            ));
+        }
         state.channels.insert(name.to_owned(), channel.clone());
         tracing::info!(topic = %self.name, channel = name, "channel created");
         Ok((channel, Some(starts_at)))
@@ -761,6 +781,39 @@ impl Topic {
             self.checkpointed_lock().trimmed_below = lowest;
         }
         Ok(())
+    }
+}
+
+/// Reads `topic`'s log from `from` to `upto` (exclusive), at most the
+/// channel's bound, into an ephemeral channel's memory.
+async fn load_into_memory(
+    store: Arc<Store>,
+    topic: String,
+    from: u64,
+    upto: u64,
+    channel: Arc<Channel>,
+) {
+    let limit = usize::try_from(channel.bound()).unwrap_or(usize::MAX);
+    let name = topic.clone();
+    let read = tokio::task::spawn_blocking(move || store.read_log(&name, from, limit)).await;
+    match read {
+        Ok(Ok(entries)) => {
+            channel.put_in_memory(entries.into_iter().take_while(|(seq, _)| *seq < upto).map(
+                |(seq, m)| {
+                    let msg = Message {
+                        timestamp_ns: m.timestamp_ns,
+                        attempts: m.attempts,
+                        id: MessageId::from_u64(seq),
+                        body: m.body,
+                    };
+                    (msg, None)
+                },
+            ))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%topic, channel = %channel.name, error = %e, "cannot read held messages for an ephemeral channel")
+        }
+        Err(e) => tracing::error!(error = %e, "held-message read task failed"),
     }
 }
 

@@ -1034,3 +1034,17 @@ async fn deflate_pipelined_compressible_messages_are_accepted() {
     assert_eq!(tb.broker().existing_topic("t").unwrap().snapshot().depth, 8);
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_ephemeral_first_channel_gets_what_a_persistent_topic_held() {
+    // nsq_tail subscribes with an ephemeral channel; it must see the backlog,
+    // which a persistent topic keeps on disk until its first channel.
+    let tb = start_broker(|_| {}).await;
+    tb.publish_all("held", ["a", "b", "c"]).await;
+    let mut tail = tb.consumer("held", "tail#ephemeral", 10).await;
+    let got: Vec<String> = tail.read_messages(3).await.iter().map(body_str).collect();
+    assert_eq!(got, ["a", "b", "c"]);
+    tb.publish_all("held", ["d"]).await;
+    assert_eq!(body_str(&tail.read_message().await), "d");
+    tb.shutdown().await;
+}
