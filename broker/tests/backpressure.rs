@@ -12,15 +12,23 @@ use triage_broker::tcp::BACKPRESSURE_EVENTS_TOPIC;
 use triage_config::{Tier, TierRule};
 use triage_protocol::{Command, ErrorCode};
 
-/// Topics named `urgent*` are memory-tier; everything else is persistent (the default).
+/// Topics named `urgent*` are memory-tier, `batch*` delayed-tier (no
+/// default delay); everything else is persistent (the default).
 async fn broker() -> TestBroker {
     start_broker(|config| {
         config.default_tier = Tier::Persistent;
-        config.tier_rules = vec![TierRule {
-            settings: Default::default(),
-            pattern: "urgent*".into(),
-            tier: Tier::Memory,
-        }];
+        config.tier_rules = vec![
+            TierRule {
+                settings: Default::default(),
+                pattern: "urgent*".into(),
+                tier: Tier::Memory,
+            },
+            TierRule {
+                settings: Default::default(),
+                pattern: "batch*".into(),
+                tier: Tier::Delayed,
+            },
+        ];
     })
     .await
 }
@@ -76,6 +84,28 @@ async fn memory_tier_flows_at_every_level() {
         assert_eq!(body_str(&msg), body);
         client.fin(&msg.id).await;
     }
+    tb.shutdown().await;
+}
+
+#[tokio::test]
+async fn level_1_holds_back_the_delayed_tier_and_0_resumes() {
+    let tb = broker().await;
+    let mut client = worker(&tb, "batch-nightly", "c").await;
+    backpressure(&mut client, 1).await;
+    // Deferred and due while the worker is degraded: still not delivered.
+    tb.connect().await.dpub("batch-nightly", 50, "report").await;
+    tb.publish_all("batch-nightly", ["now"]).await;
+    client.expect_nothing_for(QUIET).await;
+    assert_eq!(
+        tb.broker().delayed.pending_total("batch-nightly"),
+        0,
+        "released, held back"
+    );
+
+    backpressure(&mut client, 0).await;
+    let mut got: Vec<String> = client.read_messages(2).await.iter().map(body_str).collect();
+    got.sort();
+    assert_eq!(got, ["now", "report"]);
     tb.shutdown().await;
 }
 
