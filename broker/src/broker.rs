@@ -115,6 +115,8 @@ pub struct Broker {
     pub delayed: Delayed,
     /// Set when `tls_cert` and `tls_key` are: for IDENTIFY's `tls_v1` and HTTPS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Set when AUTH is required (auth servers or static tokens).
+    pub auth: Option<crate::auth::Auth>,
     /// Told of every topic and channel created or deleted, for lookupd.
     pub topology: crate::lookup::TopologyChanges,
 }
@@ -145,6 +147,7 @@ impl Broker {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Arc<Broker>, ConfigError> {
         let tiers = config.tier_matcher()?;
+        let auth = crate::auth::Auth::from_config(&config)?;
         Ok(Arc::new_cyclic(|broker| Broker {
             metrics: Metrics::new(broker.clone(), &config),
             tiers,
@@ -158,6 +161,7 @@ impl Broker {
             tracker: TaskTracker::new(),
             delayed: Delayed::new(Clock::new()),
             tls,
+            auth,
             topology: Default::default(),
         }))
     }

@@ -12,6 +12,7 @@
 //! Prometheus metrics at `GET /metrics`; [`lookup`] registers topics and
 //! channels with every configured lookupd.
 
+pub mod auth;
 pub mod backlog;
 pub mod broker;
 pub mod channel;

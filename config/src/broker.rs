@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::AuthHttpRequestMethod;
 use crate::load::ConfigError;
 use crate::sync::{check_interval, SyncPolicy};
 use crate::tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};
@@ -61,6 +62,15 @@ pub struct BrokerConfig {
     pub tls_min_version: TlsMinVersion,
     /// HTTPS listener for the HTTP API (needs `tls_cert` and `tls_key`).
     pub https_address: Option<SocketAddr>,
+    /// nsqd's `--auth-http-address`: with any, or with `auth_tokens_file`,
+    /// clients must AUTH before SUB and the publish commands.
+    pub auth_http_addresses: Vec<String>,
+    pub auth_http_request_method: AuthHttpRequestMethod,
+    /// Static AUTH secrets: a JSON object from secret to what an auth server
+    /// would answer for it (identity, identity_url, authorizations).
+    pub auth_tokens_file: Option<PathBuf>,
+    /// When set, mutating HTTP endpoints require `Authorization: Bearer <it>`.
+    pub admin_token: Option<String>,
     pub lookupd_tcp_addresses: Vec<String>,
     pub log_format: LogFormat,
     /// A tracing-subscriber EnvFilter directive, e.g. `info` or `triage_broker=debug`.
@@ -149,6 +159,10 @@ impl Default for BrokerConfig {
             tls_client_auth_policy: TlsClientAuthPolicy::None,
             tls_min_version: TlsMinVersion::Tls12,
             https_address: None,
+            auth_http_addresses: Vec::new(),
+            auth_http_request_method: AuthHttpRequestMethod::Get,
+            auth_tokens_file: None,
+            admin_token: None,
             lookupd_tcp_addresses: Vec::new(),
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
@@ -317,6 +331,26 @@ impl BrokerConfig {
             ));
         }
         self.validate_tls()?;
+        for (i, address) in self.auth_http_addresses.iter().enumerate() {
+            if !address.contains("://") && !is_host_port(address) {
+                return Err(invalid(
+                    &format!("auth_http_addresses[{i}]"),
+                    format!("{address:?}"),
+                    "expected HOST:PORT (then http://HOST:PORT/auth is asked) or a full URL",
+                ));
+            }
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            return Err(invalid(
+                "admin_token",
+                "(hidden)",
+                "must be at least 16 characters: it guards every mutating HTTP endpoint",
+            ));
+        }
         for (i, address) in self.lookupd_tcp_addresses.iter().enumerate() {
             if !is_host_port(address) {
                 return Err(invalid(
@@ -422,6 +456,11 @@ impl BrokerConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether clients must AUTH before SUB, PUB, MPUB and DPUB.
+    pub fn requires_auth(&self) -> bool {
+        !self.auth_http_addresses.is_empty() || self.auth_tokens_file.is_some()
     }
 
     /// Whether clients must upgrade to TLS before any command but IDENTIFY:

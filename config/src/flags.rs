@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+use crate::auth::AuthHttpRequestMethod;
 use crate::broker::LogFormat;
 use crate::sync::SyncPolicy;
 use crate::tier::{OverflowPolicy, ParseNameError, Tier, TierRule};
@@ -134,6 +135,20 @@ pub struct BrokerArgs {
     /// HTTPS listener for the HTTP API (needs --tls-cert and --tls-key)
     #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
     pub https_address: Option<SocketAddr>,
+    /// Auth server (HOST:PORT, or a full URL) that AUTH secrets are checked
+    /// against, as nsqd's (repeat for several; tried in random order)
+    #[arg(long = "auth-http-address", value_name = "ADDR")]
+    pub auth_http_address: Vec<String>,
+    /// How the auth server is asked: get or post
+    #[arg(long, value_name = "METHOD", value_parser = name::<AuthHttpRequestMethod>)]
+    pub auth_http_request_method: Option<AuthHttpRequestMethod>,
+    /// JSON file of static AUTH secrets, each with an auth server's answer
+    #[arg(long, value_name = "FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Bearer token that mutating HTTP endpoints require (prefer the
+    /// environment or the config file: flags show in `ps`)
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
     /// lookupd TCP address to register with (repeat for several)
     #[arg(long = "lookupd-tcp-address", value_name = "ADDR")]
     pub lookupd_tcp_address: Vec<String>,
@@ -202,8 +217,8 @@ impl BrokerArgs {
 /// tune nsqd's diskqueue; here `--sync-policy` says when the persistent tier
 /// fsyncs.
 ///
-/// nsqd's `--auth-http-address` and `--auth-fail-*` are deliberately not here: ignoring them would silently drop a security
-/// setting, so they stay unknown flags until they are implemented.
+/// nsqd's `--auth-fail-*` flags are deliberately not here: ignoring them
+/// would silently drop a security setting.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "nsqd flags accepted for compatibility and ignored")]
 pub struct IgnoredNsqdArgs {
@@ -684,8 +699,21 @@ mod tests {
     }
 
     #[test]
-    fn security_flags_we_cannot_honour_are_refused() {
-        assert!(parse_err(&["--auth-http-address=127.0.0.1:8080"]).contains("auth-http-address"));
+    fn auth_flags_take_nsqd_values() {
+        let args = parse(&[
+            "--auth-http-address=127.0.0.1:4181",
+            "-auth-http-address=http://auth.example/v1/auth",
+            "--auth-http-request-method=post",
+        ]);
+        assert_eq!(
+            args.auth_http_address,
+            ["127.0.0.1:4181", "http://auth.example/v1/auth"]
+        );
+        assert_eq!(
+            args.auth_http_request_method,
+            Some(AuthHttpRequestMethod::Post)
+        );
+        assert!(parse_err(&["--auth-http-request-method=put"]).contains("post"));
     }
 
     #[test]

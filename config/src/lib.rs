@@ -11,6 +11,7 @@
 //! (merging the layers), [`tier`] (tiers and topic-name rules), [`sync`] (when
 //! the persistent tier fsyncs, and what a crash loses under each policy).
 
+pub mod auth;
 pub mod broker;
 pub mod flags;
 pub mod load;
@@ -19,6 +20,7 @@ pub mod tier;
 pub mod tls;
 pub mod units;
 
+pub use auth::AuthHttpRequestMethod;
 pub use broker::{BrokerConfig, LogFormat};
 pub use flags::{normalize_nsqd_args, BrokerArgs};
 pub use load::{broker_from_toml, load_broker, load_broker_with_env, ConfigError, Origin};

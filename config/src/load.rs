@@ -139,6 +139,10 @@ pub const KEYS: &[&str] = &[
     "tls_client_auth_policy",
     "tls_min_version",
     "https_address",
+    "auth_http_addresses",
+    "auth_http_request_method",
+    "auth_tokens_file",
+    "admin_token",
     "lookupd_tcp_addresses",
     "log_format",
     "log_level",
@@ -161,6 +165,7 @@ pub fn env_var(key: &str) -> String {
 pub fn flag_for(key: &str) -> String {
     match key {
         "lookupd_tcp_addresses" => "--lookupd-tcp-address".to_owned(),
+        "auth_http_addresses" => "--auth-http-address".to_owned(),
         "tier_rules" => "--tier-rule".to_owned(),
         _ => format!("--{}", key.replace('_', "-")),
     }
@@ -414,6 +419,15 @@ fn apply(
     set.key("tls_client_auth_policy", policy, name)?;
     set.key("tls_min_version", &mut config.tls_min_version, name)?;
     set.key("https_address", &mut config.https_address, optional_address)?;
+    set.key("auth_http_addresses", &mut config.auth_http_addresses, list)?;
+    let method = &mut config.auth_http_request_method;
+    set.key("auth_http_request_method", method, name)?;
+    set.key(
+        "auth_tokens_file",
+        &mut config.auth_tokens_file,
+        optional_path,
+    )?;
+    set.key("admin_token", &mut config.admin_token, optional_string)?;
     let lookupd = &mut config.lookupd_tcp_addresses;
     set.key("lookupd_tcp_addresses", lookupd, list)?;
     set.key("log_format", &mut config.log_format, name)?;
@@ -463,6 +477,11 @@ fn optional_address(raw: &Raw) -> Result<Option<std::net::SocketAddr>, String> {
         return Ok(None);
     }
     flags::socket_addr(text).map(Some)
+}
+
+fn optional_string(raw: &Raw) -> Result<Option<String>, String> {
+    let text = raw.text("expected a string, or \"\" for none")?;
+    Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
 fn string(raw: &Raw) -> Result<String, String> {
@@ -675,6 +694,10 @@ fn apply_flags(config: &mut BrokerConfig, args: &BrokerArgs, origins: &mut Origi
     flag!(tls_client_auth_policy);
     flag!(tls_min_version);
     flag!(https_address);
+    flag!(auth_http_addresses <- auth_http_address);
+    flag!(auth_http_request_method);
+    flag!(auth_tokens_file);
+    flag!(admin_token);
     flag!(lookupd_tcp_addresses <- lookupd_tcp_address);
     flag!(log_format);
     flag!(log_level);

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use triage_config::load::{env_var, flag_for, KEYS};
 use triage_config::{
-    broker_from_toml, load_broker_with_env, BrokerArgs, BrokerConfig, ConfigError, LogFormat,
-    Origin, OverflowPolicy, SyncPolicy, Tier, TierRule, TlsClientAuthPolicy, TlsMinVersion,
-    TopicSettings,
+    broker_from_toml, load_broker_with_env, AuthHttpRequestMethod, BrokerArgs, BrokerConfig,
+    ConfigError, LogFormat, Origin, OverflowPolicy, SyncPolicy, Tier, TierRule,
+    TlsClientAuthPolicy, TlsMinVersion, TopicSettings,
 };
 
 fn no_env(_: &str) -> Option<String> {
@@ -78,6 +78,13 @@ const SAMPLES: &[(&str, &str)] = &[
     ("tls_client_auth_policy", "require-verify"),
     ("tls_min_version", "tls1.3"),
     ("https_address", "127.0.0.1:5152"),
+    (
+        "auth_http_addresses",
+        "127.0.0.1:4181,http://auth.example/v1/auth",
+    ),
+    ("auth_http_request_method", "post"),
+    ("auth_tokens_file", "/etc/triage/tokens.json"),
+    ("admin_token", "0123456789abcdef0123"),
     ("lookupd_tcp_addresses", "10.0.0.1:4160,10.0.0.2:4160"),
     ("log_format", "json"),
     ("log_level", "triage_broker=debug"),
@@ -121,6 +128,13 @@ fn sampled() -> BrokerConfig {
         tls_client_auth_policy: TlsClientAuthPolicy::RequireVerify,
         tls_min_version: TlsMinVersion::Tls13,
         https_address: Some("127.0.0.1:5152".parse().unwrap()),
+        auth_http_addresses: vec![
+            "127.0.0.1:4181".into(),
+            "http://auth.example/v1/auth".into(),
+        ],
+        auth_http_request_method: AuthHttpRequestMethod::Post,
+        auth_tokens_file: Some("/etc/triage/tokens.json".into()),
+        admin_token: Some("0123456789abcdef0123".into()),
         lookupd_tcp_addresses: vec!["10.0.0.1:4160".into(), "10.0.0.2:4160".into()],
         log_format: LogFormat::Json,
         log_level: "triage_broker=debug".into(),
@@ -186,7 +200,9 @@ fn every_key_loads_from_flags() {
     for (key, value) in SAMPLES {
         let flag = flag_for(key);
         let values: Vec<&str> = match *key {
-            "lookupd_tcp_addresses" | "tier_rules" => value.split(',').collect(),
+            "lookupd_tcp_addresses" | "tier_rules" | "auth_http_addresses" => {
+                value.split(',').collect()
+            }
             _ => vec![value],
         };
         flags.extend(values.into_iter().map(|v| format!("{flag}={v}")));
@@ -204,7 +220,7 @@ fn every_key_loads_from_toml_strings() {
             "snappy" | "deflate" | "tls_required" | "save_memory_on_shutdown" => {
                 text += &format!("{key} = {value}\n")
             }
-            "lookupd_tcp_addresses" => {
+            "lookupd_tcp_addresses" | "auth_http_addresses" => {
                 let items: Vec<String> = value.split(',').map(|v| format!("{v:?}")).collect();
                 text += &format!("{key} = [{}]\n", items.join(", "));
             }
@@ -537,6 +553,10 @@ fn every_validation_error_names_its_key() {
         ("https_address", |c| {
             c.https_address = Some("127.0.0.1:4152".parse().unwrap())
         }),
+        ("auth_http_addresses[1]", |c| {
+            c.auth_http_addresses = vec!["a:4181".into(), "nohost".into()]
+        }),
+        ("admin_token", |c| c.admin_token = Some("short".into())),
         ("tls_client_auth_policy", |c| {
             c.tls_cert = Some("c.pem".into());
             c.tls_key = Some("k.pem".into());

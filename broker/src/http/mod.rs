@@ -60,9 +60,47 @@ pub fn router(broker: Arc<Broker>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
         })
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND") })
+        .layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            require_admin_token,
+        ))
         // Outermost, so every response gets the header, whoever produced it.
         .layer(map_response(nsq_header))
         .with_state(broker)
+}
+
+/// With `admin_token` set, every request that may change something (any
+/// method but GET and HEAD) must carry `Authorization: Bearer <token>`;
+/// reads stay open, as nsqd's are. 401 `UNAUTHORIZED` otherwise.
+async fn require_admin_token(
+    axum::extract::State(broker): axum::extract::State<Arc<Broker>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &broker.config.admin_token else {
+        return next.run(request).await;
+    };
+    let method = request.method();
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(presented) if same_secret(presented.as_bytes(), token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED").into_response(),
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how
+/// much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// nsqd's V1 response header; go-nsq and nsqadmin check for it. Set here

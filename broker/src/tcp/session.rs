@@ -88,6 +88,9 @@ pub struct Session {
     pub backpressure: u8,
     pub rdy: u64,
     pub limits: Limits,
+    /// What the client's AUTH secret allows, and the secret (asked again
+    /// when the grant expires).
+    pub auth: Option<(String, crate::auth::Grant)>,
     /// Set when IDENTIFY changed the heartbeat interval, so the ticker is rebuilt.
     pub heartbeat_changed: bool,
     pub identified: bool,
@@ -120,6 +123,7 @@ impl Session {
             channel_tier: None,
             backpressure: 0,
             rdy: 0,
+            auth: None,
             limits,
             heartbeat_changed: false,
             identified: false,

@@ -88,7 +88,7 @@ pub(super) async fn apply(
             max_deflate_level: config.max_deflate_level as i64,
             snappy: compression == Compression::Snappy,
             sample_rate: session.settings.sample_rate as i64,
-            auth_required: false,
+            auth_required: session.broker.auth.is_some(),
             output_buffer_size: session.settings.output_buffer_size as i64,
             output_buffer_timeout: session
                 .settings

@@ -33,7 +33,7 @@ pub async fn execute(session: &mut Session, command: Command) -> Result<(), Prot
     }
     match command {
         Command::Identify(request) => identify::apply(session, request).await,
-        Command::Auth(_) => auth::apply(session),
+        Command::Auth(secret) => auth::apply(session, secret).await,
         Command::Sub { topic, channel } => sub::apply(session, &topic, &channel).await,
         Command::Pub { topic, body } => publish::publish(session, &topic, body).await,
         Command::Mpub { topic, bodies } => publish::multi_publish(session, &topic, bodies).await,

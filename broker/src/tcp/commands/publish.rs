@@ -68,6 +68,7 @@ async fn publish_with(
     code: ErrorCode,
     command: &str,
 ) -> Result<(), ProtocolError> {
+    super::auth::check(session, command, topic, None).await?;
     session
         .broker
         .publish(topic, bodies, defer)

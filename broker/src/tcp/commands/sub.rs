@@ -19,6 +19,7 @@ pub(super) async fn apply(
             "cannot SUB with heartbeats disabled",
         ));
     }
+    super::auth::check(session, "SUB", topic, Some(channel)).await?;
     let broker = session.broker.clone();
     let sub_failed =
         |reason: String| ProtocolError::new(ErrorCode::SubFailed, format!("SUB failed {reason}"));
