@@ -24,6 +24,8 @@ fn append(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("store_append");
     group.throughput(Throughput::Elements(BATCH as u64));
+    // An fsync per iteration under `group`: fewer samples keep a brief run brief.
+    group.sample_size(20);
     for (name, sync) in [
         ("group_100x200B", SyncPolicy::Group),
         ("never_100x200B", SyncPolicy::Never),

@@ -23,7 +23,7 @@ const TEXT_SCALE: i32 = 2;
 const GLYPH: i32 = 8 * TEXT_SCALE;
 /// Plot area margins in pixels: room for the title, legend and labels.
 const LEFT: i32 = 110;
-const RIGHT: i32 = 30;
+const RIGHT: i32 = 60;
 const TOP: i32 = 50;
 const BOTTOM: i32 = 60;
 /// Most nines shown: 99.999%.
@@ -38,7 +38,7 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 const GRID: RGBColor = RGBColor(220, 220, 220);
-const INK: RGBColor = RGBColor(40, 40, 40);
+const INK: RGBColor = RGBColor(0, 0, 0);
 
 #[derive(Debug, Error)]
 pub enum PlotError {
@@ -157,26 +157,36 @@ pub fn render(title: &str, series: &[(String, &Latencies)]) -> PlotResult<Vec<u8
             ))
             .map_err(draw_err)?;
 
-        for (i, curve) in curves.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
+        for (curve, color) in curves.iter().zip(PALETTE.iter().cycle()) {
             chart
                 .draw_series(LineSeries::new(
                     curve.points.iter().copied(),
                     color.stroke_width(2),
                 ))
                 .map_err(draw_err)?;
-            // Legend, top left inside the plot area.
-            let ly = TOP + 12 + i as i32 * (GLYPH + 8);
+        }
+        // Legend, top left inside the plot area, on white so that no line
+        // crosses its text.
+        let labels: Vec<String> = curves
+            .iter()
+            .map(|c| format!("{}  p99 {:.3} ms", c.name, c.p99_ms))
+            .collect();
+        let (lx, ly) = (LEFT + 10, TOP + 10);
+        let legend_width = labels.iter().map(|l| width(l)).max().unwrap_or(0) + 64;
+        let legend_height = labels.len() as i32 * (GLYPH + 8) + 8;
+        let corners = [(lx, ly), (lx + legend_width, ly + legend_height)];
+        root.draw(&Rectangle::new(corners, WHITE.filled()))
+            .map_err(draw_err)?;
+        root.draw(&Rectangle::new(corners, GRID))
+            .map_err(draw_err)?;
+        for (i, (label, color)) in labels.iter().zip(PALETTE.iter().cycle()).enumerate() {
+            let y = ly + 8 + i as i32 * (GLYPH + 8);
             root.draw(&Rectangle::new(
-                [
-                    (LEFT + 16, ly + GLYPH / 2 - 2),
-                    (LEFT + 46, ly + GLYPH / 2 + 2),
-                ],
+                [(lx + 8, y + GLYPH / 2 - 2), (lx + 38, y + GLYPH / 2 + 2)],
                 color.filled(),
             ))
             .map_err(draw_err)?;
-            let label = format!("{}  p99 {:.3} ms", curve.name, curve.p99_ms);
-            text(&root, LEFT + 56, ly, &label, INK)?;
+            text(&root, lx + 48, y, label, INK)?;
         }
 
         text(&root, LEFT, (TOP - GLYPH) / 2, title, INK)?;
@@ -256,7 +266,9 @@ fn text<DB: DrawingBackend>(
                     let px = gx + col * TEXT_SCALE;
                     let py = y + row as i32 * TEXT_SCALE;
                     area.draw(&Rectangle::new(
-                        [(px, py), (px + TEXT_SCALE - 1, py + TEXT_SCALE - 1)],
+                        // One pixel wider than the cell: the thin 8×8
+                        // strokes read better slightly bold.
+                        [(px, py), (px + TEXT_SCALE, py + TEXT_SCALE - 1)],
                         color.filled(),
                     ))
                     .map_err(draw_err)?;

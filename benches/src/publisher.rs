@@ -22,6 +22,9 @@ use crate::budget::Budget;
 use crate::latency::Latencies;
 use crate::wire::{Connection, WireError};
 
+/// How far behind its schedule a paced publisher may fall and still catch up.
+const MAX_CATCH_UP: Duration = Duration::from_millis(100);
+
 /// What a group publishes and how.
 #[derive(Debug, Clone)]
 pub struct PublishPlan {
@@ -154,14 +157,21 @@ impl PublishTask {
         let mut next_send = Instant::now();
         while !self.stop.is_cancelled() {
             if let Some(interval) = self.interval {
-                tokio::select! {
-                    biased;
-                    () = self.stop.cancelled() => break,
-                    () = tokio::time::sleep_until(next_send) => {}
+                // Timers tick in whole milliseconds, so at sub-millisecond
+                // intervals a sleep oversleeps: the sends that fell due
+                // meanwhile go out back to back, keeping the average rate.
+                // After a stall only MAX_CATCH_UP's worth is made up.
+                let now = Instant::now();
+                if next_send > now {
+                    tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => break,
+                        () = tokio::time::sleep_until(next_send) => {}
+                    }
+                } else if let Some(earliest) = now.checked_sub(MAX_CATCH_UP) {
+                    next_send = next_send.max(earliest);
                 }
-                // Behind schedule (a slow broker): send at once, and do not
-                // burst later to catch up.
-                next_send = (next_send + interval).max(Instant::now());
+                next_send += interval;
             }
             let count = self.budget.claim(u64::from(self.plan.batch));
             if count == 0 {
