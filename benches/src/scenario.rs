@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminError};
 use crate::body::now_ns;
 use crate::cli::{Cli, Common, IsolationArgs, Mode, PubArgs, PubSubArgs, SubArgs, Tier};
-use crate::consumer::{drain, ConsumePlan, Consumers};
+use crate::consumer::{drain, ConsumeOutcome, ConsumePlan, Consumers};
 use crate::progress::{Gauge, Progress};
-use crate::publisher::{PublishPlan, Publishers};
+use crate::publisher::{PublishOutcome, PublishPlan, Publishers};
 use crate::report::{Report, StreamReport, AGE_ON_ARRIVAL, END_TO_END};
 use crate::wire::WireError;
 
@@ -206,17 +206,35 @@ async fn run_pubsub(
         rate: a.load.rate,
         count: a.load.count,
     };
-    // Subscribed before the first publish, so every message is end to end.
-    let consume_stop = shutdown.child_token();
-    let consumers = Consumers::start(c.tcp, &consume_plan, &consume_stop).await?;
-    let publish_stop = stop_after(shutdown, c.duration);
-    let publishers = Publishers::start(c.tcp, &publish_plan, publish_stop.clone()).await?;
+    let (published, consumed) =
+        publish_and_consume(c, &publish_plan, &consume_plan, c.duration, shutdown).await?;
+    Ok(pubsub_stream(
+        "pubsub",
+        &consume_plan,
+        tier,
+        published,
+        consumed,
+    ))
+}
+
+/// Subscribes first (so every message is end to end), publishes for
+/// `duration`, then gives the consumers `--drain-timeout` to catch up.
+async fn publish_and_consume(
+    c: &Common,
+    publish_plan: &PublishPlan,
+    consume_plan: &ConsumePlan,
+    duration: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(PublishOutcome, ConsumeOutcome), RunError> {
+    let consumers = Consumers::start(c.tcp, consume_plan, shutdown).await?;
+    let publish_stop = stop_after(shutdown, duration);
+    let publishers = Publishers::start(c.tcp, publish_plan, publish_stop.clone()).await?;
     let progress = Progress::start(
         vec![
             publish_gauge("published", &publishers),
             receive_gauge("received", &consumers),
         ],
-        c.duration,
+        duration,
         c.quiet,
     );
     let published = publishers.finish().await;
@@ -224,10 +242,21 @@ async fn run_pubsub(
     drain_within(c, &consumers, published.published, shutdown).await;
     let consumed = consumers.finish().await;
     progress.stop().await;
-    let mut stream = StreamReport::new("pubsub", topic, Some(&a.channel), tier);
+    Ok((published, consumed))
+}
+
+/// A stream whose messages this run stamped: end-to-end latency.
+fn pubsub_stream(
+    name: &str,
+    plan: &ConsumePlan,
+    tier: Option<Tier>,
+    published: PublishOutcome,
+    consumed: ConsumeOutcome,
+) -> StreamReport {
+    let mut stream = StreamReport::new(name, &plan.topic, Some(&plan.channel), tier);
     stream.add_publish(published);
     stream.add_consume(consumed, END_TO_END);
-    Ok(stream)
+    stream
 }
 
 async fn run_isolation(
@@ -265,35 +294,20 @@ async fn run_isolation(
     };
     let mut streams = Vec::new();
 
+    let urgent_plan = consume(&a.urgent_topic, 1);
     if !a.baseline.is_zero() {
-        let stop = stop_after(shutdown, a.baseline);
-        let urgent = Consumers::start(c.tcp, &consume(&a.urgent_topic, 1), shutdown).await?;
-        let prober = Publishers::start(c.tcp, &probes, stop.clone()).await?;
-        let progress = Progress::start(
-            vec![
-                publish_gauge("probes", &prober),
-                receive_gauge("received", &urgent),
-            ],
-            a.baseline,
-            c.quiet,
-        );
-        let probed = prober.finish().await;
-        stop.cancel();
-        drain_within(c, &urgent, probed.published, shutdown).await;
-        let received = urgent.finish().await;
-        progress.stop().await;
-        let mut stream = StreamReport::new(
+        let (probed, received) =
+            publish_and_consume(c, &probes, &urgent_plan, a.baseline, shutdown).await?;
+        streams.push(pubsub_stream(
             "urgent_idle",
-            &a.urgent_topic,
-            Some(&a.channel),
+            &urgent_plan,
             urgent_tier,
-        );
-        stream.add_publish(probed);
-        stream.add_consume(received, END_TO_END);
-        streams.push(stream);
+            probed,
+            received,
+        ));
     }
 
-    let urgent = Consumers::start(c.tcp, &consume(&a.urgent_topic, 1), shutdown).await?;
+    let urgent = Consumers::start(c.tcp, &urgent_plan, shutdown).await?;
     let flood_consumers = if a.flood_consumers > 0 {
         Some(Consumers::start(c.tcp, &consume(&a.flood_topic, a.flood_consumers), shutdown).await?)
     } else {
@@ -322,10 +336,13 @@ async fn run_isolation(
     };
     progress.stop().await;
 
-    let mut stream = StreamReport::new("urgent", &a.urgent_topic, Some(&a.channel), urgent_tier);
-    stream.add_publish(probed);
-    stream.add_consume(received, END_TO_END);
-    streams.push(stream);
+    streams.push(pubsub_stream(
+        "urgent",
+        &urgent_plan,
+        urgent_tier,
+        probed,
+        received,
+    ));
     let channel = flood_received.as_ref().map(|_| a.channel.as_str());
     let mut stream = StreamReport::new("flood", &a.flood_topic, channel, flood_tier);
     stream.add_publish(flooded);

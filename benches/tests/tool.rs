@@ -31,30 +31,11 @@ async fn pub_then_sub_counts_exactly_what_was_published() {
     let pub_json = dir.path().join("pub.json");
     let sub_json = dir.path().join("sub.json");
 
-    let mut args = vec!["pub".to_owned()];
-    args.extend(broker.target());
-    args.extend(
-        [
-            "--topic",
-            "counted",
-            "--tier",
-            "memory",
-            "--channel",
-            "ch",
-            "--count",
-            "1000",
-            "--batch",
-            "30",
-            "--connections",
-            "3",
-            "--duration",
-            "60s",
-            "--quiet",
-            "--json",
-        ]
-        .map(str::to_owned),
+    let args = broker.tool_args(
+        "pub",
+        "--topic counted --tier memory --channel ch --count 1000 --batch 30 --connections 3 --duration 60s",
+        &pub_json,
     );
-    args.push(pub_json.display().to_string());
     assert_success(&run_tool(&args).await);
     let report = read_json(&pub_json);
     assert_eq!(u64_at(&report, "/streams/0/published"), 1000);
@@ -65,26 +46,11 @@ async fn pub_then_sub_counts_exactly_what_was_published() {
         "the broker holds what was published"
     );
 
-    let mut args = vec!["sub".to_owned()];
-    args.extend(broker.target());
-    args.extend(
-        [
-            "--topic",
-            "counted",
-            "--channel",
-            "ch",
-            "--count",
-            "1000",
-            "--connections",
-            "2",
-            "--duration",
-            "60s",
-            "--quiet",
-            "--json",
-        ]
-        .map(str::to_owned),
+    let args = broker.tool_args(
+        "sub",
+        "--topic counted --channel ch --count 1000 --connections 2 --duration 60s",
+        &sub_json,
     );
-    args.push(sub_json.display().to_string());
     assert_success(&run_tool(&args).await);
     let report = read_json(&sub_json);
     assert_eq!(u64_at(&report, "/streams/0/received"), 1000);
@@ -105,28 +71,11 @@ async fn pubsub_latencies_are_ordered_and_the_plot_is_a_png() {
     let json = dir.path().join("pubsub.json");
     let png = dir.path().join("latency.png");
 
-    let mut args = vec!["pubsub".to_owned()];
-    args.extend(broker.target());
-    args.extend(
-        [
-            "--topic",
-            "e2e",
-            "--tier",
-            "memory",
-            "--count",
-            "2000",
-            "--rate",
-            "20000",
-            "--batch",
-            "10",
-            "--duration",
-            "60s",
-            "--quiet",
-            "--json",
-        ]
-        .map(str::to_owned),
+    let mut args = broker.tool_args(
+        "pubsub",
+        "--topic e2e --tier memory --count 2000 --rate 20000 --batch 10 --duration 60s",
+        &json,
     );
-    args.push(json.display().to_string());
     args.push("--plot".to_owned());
     args.push(png.display().to_string());
     assert_success(&run_tool(&args).await);
@@ -160,22 +109,11 @@ async fn isolation_reports_urgent_latency_while_the_flood_runs() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("isolation.json");
 
-    let mut args = vec!["isolation".to_owned()];
-    args.extend(broker.target());
-    args.extend(
-        [
-            "--probe-rate",
-            "200",
-            "--flood-batch",
-            "50",
-            "--duration",
-            "1s",
-            "--quiet",
-            "--json",
-        ]
-        .map(str::to_owned),
+    let args = broker.tool_args(
+        "isolation",
+        "--probe-rate 200 --flood-batch 50 --duration 1s",
+        &json,
     );
-    args.push(json.display().to_string());
     assert_success(&run_tool(&args).await);
 
     let report = read_json(&json);

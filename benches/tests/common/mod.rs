@@ -40,14 +40,21 @@ impl TestBroker {
         &self.server.broker
     }
 
-    /// `--tcp` and `--http` for this broker.
-    pub fn target(&self) -> Vec<String> {
-        vec![
+    /// triage-bench's arguments for `mode` aimed at this broker (`--tcp`,
+    /// `--http`, `--quiet`), then the words of `rest`, then `--json json`.
+    pub fn tool_args(&self, mode: &str, rest: &str, json: &std::path::Path) -> Vec<String> {
+        let mut args = vec![
+            mode.to_owned(),
             "--tcp".to_owned(),
             self.server.tcp_addr.to_string(),
             "--http".to_owned(),
             self.server.http_addr.to_string(),
-        ]
+            "--quiet".to_owned(),
+        ];
+        args.extend(rest.split_whitespace().map(str::to_owned));
+        args.push("--json".to_owned());
+        args.push(json.display().to_string());
+        args
     }
 
     pub async fn shutdown(self) {
