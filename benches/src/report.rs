@@ -48,6 +48,8 @@ pub struct StreamReport {
     pub receive_rate: f64,
     /// Microsecond percentiles by kind: `end_to_end`, `publish_ack`, `age_on_arrival`.
     pub latency: BTreeMap<&'static str, LatencySummary>,
+    /// What a reader should know about the figures (e.g. a paced rate not reached).
+    pub notes: Vec<String>,
     pub errors: Vec<String>,
     #[serde(skip)]
     pub histograms: BTreeMap<&'static str, Latencies>,
@@ -64,10 +66,17 @@ impl StreamReport {
         }
     }
 
-    pub fn add_publish(&mut self, outcome: PublishOutcome) {
+    /// `target_rate`: the `--rate` asked for, if any.
+    pub fn add_publish(&mut self, outcome: PublishOutcome, target_rate: Option<u64>) {
         self.published += outcome.published;
         self.publish_seconds = outcome.elapsed.as_secs_f64();
         self.publish_rate = rate(outcome.published, self.publish_seconds);
+        if let Some(target) = target_rate.filter(|t| self.publish_rate < 0.9 * *t as f64) {
+            self.notes.push(format!(
+                "the rate asked for ({} msg/s) was not reached: each publisher waits for its OK before the next command; add publishers or batch",
+                thousands(target)
+            ));
+        }
         self.add_latency(PUBLISH_ACK, outcome.ack);
         self.errors.extend(outcome.errors);
     }
@@ -146,6 +155,9 @@ impl Report {
             out.push('\n');
             for (kind, summary) in &s.latency {
                 out.push_str(&format!("  {kind:<14} {}\n", summary.one_line()));
+            }
+            for note in &s.notes {
+                out.push_str(&format!("  note: {note}\n"));
             }
             for error in &s.errors {
                 out.push_str(&format!("  error: {error}\n"));

@@ -144,7 +144,7 @@ async fn run_pub(
     stop.cancel();
     progress.stop().await;
     let mut stream = StreamReport::new("pub", topic, None, tier);
-    stream.add_publish(outcome);
+    stream.add_publish(outcome, plan.rate);
     Ok(stream)
 }
 
@@ -211,6 +211,7 @@ async fn run_pubsub(
     Ok(pubsub_stream(
         "pubsub",
         &consume_plan,
+        publish_plan.rate,
         tier,
         published,
         consumed,
@@ -249,12 +250,13 @@ async fn publish_and_consume(
 fn pubsub_stream(
     name: &str,
     plan: &ConsumePlan,
+    target_rate: Option<u64>,
     tier: Option<Tier>,
     published: PublishOutcome,
     consumed: ConsumeOutcome,
 ) -> StreamReport {
     let mut stream = StreamReport::new(name, &plan.topic, Some(&plan.channel), tier);
-    stream.add_publish(published);
+    stream.add_publish(published, target_rate);
     stream.add_consume(consumed, END_TO_END);
     stream
 }
@@ -301,6 +303,7 @@ async fn run_isolation(
         streams.push(pubsub_stream(
             "urgent_idle",
             &urgent_plan,
+            probes.rate,
             urgent_tier,
             probed,
             received,
@@ -339,13 +342,14 @@ async fn run_isolation(
     streams.push(pubsub_stream(
         "urgent",
         &urgent_plan,
+        probes.rate,
         urgent_tier,
         probed,
         received,
     ));
     let channel = flood_received.as_ref().map(|_| a.channel.as_str());
     let mut stream = StreamReport::new("flood", &a.flood_topic, channel, flood_tier);
-    stream.add_publish(flooded);
+    stream.add_publish(flooded, None);
     if let Some(received) = flood_received {
         stream.add_consume(received, END_TO_END);
     }
