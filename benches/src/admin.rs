@@ -36,7 +36,7 @@ pub enum AdminError {
     NotHttp(SocketAddr),
 }
 
-/// `POST /topic/create?topic=..&tier=..`.
+/// `POST /topic/create?topic=..&tier=..[&delay=ms]`.
 ///
 /// # Errors
 /// See [`post`].
@@ -44,11 +44,15 @@ pub async fn create_topic(
     http: SocketAddr,
     topic: &str,
     tier: Option<Tier>,
+    delay: Option<std::time::Duration>,
 ) -> Result<(), AdminError> {
     let mut path = format!("/topic/create?topic={}", escape(topic));
     if let Some(tier) = tier {
         path.push_str("&tier=");
         path.push_str(tier.as_str());
+    }
+    if let Some(delay) = delay {
+        path.push_str(&format!("&delay={}", delay.as_millis()));
     }
     post(http, &path).await
 }

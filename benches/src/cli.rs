@@ -62,6 +62,12 @@ pub struct Common {
     /// (IDENTIFY); the broker's default (250 ms in nsqd) otherwise.
     #[arg(long, global = true, value_parser = clap::value_parser!(i64).range(1..=60_000), value_name = "MS")]
     pub output_buffer_timeout: Option<i64>,
+    /// With --http and --tier delayed: the topic's default delay, so every
+    /// publish waits this long in the delayed tier (end-to-end latency then
+    /// includes it: lateness is latency minus this).
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(serialize_with = "as_secs_opt")]
+    pub delay: Option<Duration>,
     /// No progress line on stderr.
     #[arg(long, global = true)]
     #[serde(skip)]
@@ -229,6 +235,13 @@ fn connections(s: &str) -> Result<u32, String> {
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn as_secs_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 /// `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.

@@ -81,7 +81,9 @@ async fn set_up(
     let Some(http) = c.http else {
         return Ok(None);
     };
-    admin::create_topic(http, topic, tier).await?;
+    // The default delay belongs to the delayed tier only.
+    let delay = c.delay.filter(|_| tier == Some(Tier::Delayed));
+    admin::create_topic(http, topic, tier, delay).await?;
     if let Some(channel) = channel {
         admin::create_channel(http, topic, channel).await?;
     }
