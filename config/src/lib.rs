@@ -20,6 +20,8 @@ pub mod units;
 
 pub use broker::{BrokerConfig, LogFormat};
 pub use flags::{normalize_nsqd_args, BrokerArgs};
-pub use load::{broker_from_toml, load_broker, load_broker_with_env, ConfigError, Origin};
+pub use load::{
+    broker_from_toml, check_broker_toml, load_broker, load_broker_with_env, ConfigError, Origin,
+};
 pub use sync::{ParseSyncPolicyError, SyncPolicy};
 pub use tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule};
