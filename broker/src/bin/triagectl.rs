@@ -196,8 +196,15 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Config(ConfigCommand::Check { file }) => return config_check(file),
         Command::Completions { shell } => {
-            let mut command = Cli::command();
-            clap_complete::generate(*shell, &mut command, "triagectl", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a failed write
+            // (`| head`), and a CLI answers that with a sentence.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "triagectl", &mut script);
+            let mut stdout = std::io::stdout().lock();
+            if let Err(e) = stdout.write_all(&script).and_then(|()| stdout.flush()) {
+                eprintln!("triagectl: cannot write to stdout: {e}");
+                return ExitCode::FAILURE;
+            }
             return ExitCode::SUCCESS;
         }
         _ => {}
