@@ -272,7 +272,9 @@ fn dashboard_panels_are_well_formed_and_use_the_provisioned_datasource() {
     }
 
     let provider = yaml("grafana/provisioning/dashboards/triage.yml");
-    let path = provider["providers"][0]["options"]["path"].as_str().unwrap();
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
     let compose = yaml("docker-compose.yml");
     let grafana_mounts = mounts(&compose, "grafana");
     assert!(
@@ -365,8 +367,8 @@ fn compose_prometheus_and_dockerfile_agree() {
     for bin in ["triaged", "triagectl", "triage-worker"] {
         assert!(dockerfile.contains(&format!("--bin {bin}")), "{bin}");
     }
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .unwrap();
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
     for bin in ["triaged", "triagectl"] {
         assert!(manifest.contains(&format!("name = \"{bin}\"")), "{bin}");
     }

@@ -558,9 +558,18 @@ async fn backpressure_levels_are_counted_per_channel_and_shown_in_stats() {
         vec![("topic", topic), ("channel", ch), ("level", level)]
     };
     let s = scrape(http).await;
-    assert_eq!(value(&s, "triage_consumers_backpressure", &at("0")), Some(1.0));
-    assert_eq!(value(&s, "triage_consumers_backpressure", &at("1")), Some(1.0));
-    assert_eq!(value(&s, "triage_consumers_backpressure", &at("2")), Some(1.0));
+    assert_eq!(
+        value(&s, "triage_consumers_backpressure", &at("0")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "triage_consumers_backpressure", &at("1")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "triage_consumers_backpressure", &at("2")),
+        Some(1.0)
+    );
 
     // Each level change was also published on `_triage.backpressure`.
     let stats = stats_json(http).await;
@@ -618,10 +627,7 @@ async fn store_histograms_count_fsyncs_and_batch_sizes() {
     );
     // Eight messages appended, in at most as many writes; the MPUB's three
     // went together, so at least one write held three or more.
-    assert_eq!(
-        value(&s, "triage_store_batch_messages_sum", &[]),
-        Some(8.0)
-    );
+    assert_eq!(value(&s, "triage_store_batch_messages_sum", &[]), Some(8.0));
     let writes = value(&s, "triage_store_batch_messages_count", &[]).unwrap();
     assert!((1.0..=6.0).contains(&writes), "{writes} writes");
     let at_most_two = value(&s, "triage_store_batch_messages_bucket", &[("le", "2")]).unwrap();

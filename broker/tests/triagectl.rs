@@ -537,7 +537,10 @@ fn tail_errors_unknown_topic_unreachable_and_bad_name() {
         "{run:?}"
     );
 
-    for args in [&["tail", "no spaces"][..], &["tail", "orders", "-n", "many"]] {
+    for args in [
+        &["tail", "no spaces"][..],
+        &["tail", "orders", "-n", "many"],
+    ] {
         let run = ctl_at(&addr, args, None);
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
         assert!(run.stderr.starts_with("error: "), "{run:?}");
@@ -557,8 +560,9 @@ fn set_tier_keeps_the_same_tier_and_refuses_a_change_clearly() {
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     assert!(
-        run.stderr
-            .starts_with("triagectl: TIER_CHANGE_NOT_SUPPORTED: changing a topic's tier is not supported yet"),
+        run.stderr.starts_with(
+            "triagectl: TIER_CHANGE_NOT_SUPPORTED: changing a topic's tier is not supported yet"
+        ),
         "{run:?}"
     );
     assert!(run.stderr.contains("HTTP 501"), "{run:?}");
@@ -621,7 +625,10 @@ fn config_check_names_every_bad_key() {
             "{key}: {run:?}"
         );
     }
-    assert!(lines.iter().all(|l| l.starts_with("triagectl: ")), "{run:?}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("triagectl: ")),
+        "{run:?}"
+    );
     assert!(
         lines.iter().all(|l| l.contains(path.to_str().unwrap())),
         "each line names the file: {run:?}"

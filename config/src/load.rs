@@ -484,12 +484,7 @@ struct Setter<'a> {
 }
 
 impl Setter<'_> {
-    fn key<T>(
-        &mut self,
-        key: &'static str,
-        field: &mut T,
-        convert: fn(&Raw) -> Result<T, String>,
-    ) {
+    fn key<T>(&mut self, key: &'static str, field: &mut T, convert: fn(&Raw) -> Result<T, String>) {
         let Some((raw, origin)) = self.source.take(key) else {
             return;
         };

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use triage_config::load::{env_var, flag_for, KEYS};
 use triage_config::{
-    broker_from_toml, check_broker_toml, load_broker_with_env, BrokerArgs, BrokerConfig, ConfigError, LogFormat,
-    Origin, OverflowPolicy, SyncPolicy, Tier, TierRule,
+    broker_from_toml, check_broker_toml, load_broker_with_env, BrokerArgs, BrokerConfig,
+    ConfigError, LogFormat, Origin, OverflowPolicy, SyncPolicy, Tier, TierRule,
 };
 
 fn no_env(_: &str) -> Option<String> {
@@ -415,7 +415,10 @@ fn check_names_every_bad_key_not_just_the_first() {
     assert_eq!(errors[0].key(), Some("msg_timeout"));
     assert!(errors[0].to_string().contains("bad.toml"), "{}", errors[0]);
     let errors = check_broker_toml("msg_timeout = \n", path);
-    assert!(matches!(errors[..], [ConfigError::Toml { .. }]), "{errors:?}");
+    assert!(
+        matches!(errors[..], [ConfigError::Toml { .. }]),
+        "{errors:?}"
+    );
     assert!(check_broker_toml("", path).is_empty());
 }
 

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{json, Value};
 use triage_broker::ctl::client::{encode, AdminClient, CtlError};
-use triage_broker::ctl::tail::{self, Tail};
 use triage_broker::ctl::table;
+use triage_broker::ctl::tail::{self, Tail};
 use triage_config::Tier;
 
 #[derive(Debug, Parser)]
@@ -298,9 +298,9 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
                 TopicCommand::Pause { topic } => ("pause", topic, "paused"),
                 TopicCommand::Unpause { topic } => ("unpause", topic, "unpaused"),
                 TopicCommand::Empty { topic } => ("empty", topic, "emptied"),
-                TopicCommand::List
-                | TopicCommand::Create { .. }
-                | TopicCommand::SetTier { .. } => unreachable!("handled above"),
+                TopicCommand::List | TopicCommand::Create { .. } | TopicCommand::SetTier { .. } => {
+                    unreachable!("handled above")
+                }
             };
             let path = format!("/topic/{endpoint}?topic={}", encode(&topic));
             client.post(&path, Bytes::new()).await?;

@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn channel_names_are_valid_and_ephemeral() {
         let name = ephemeral_channel();
-        assert!(triage_protocol::names::is_valid_channel_name(&name), "{name}");
+        assert!(
+            triage_protocol::names::is_valid_channel_name(&name),
+            "{name}"
+        );
         assert!(triage_protocol::names::is_ephemeral(&name), "{name}");
     }
 }
