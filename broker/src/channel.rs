@@ -409,15 +409,15 @@ impl Channel {
         self.available.notified()
     }
 
-    /// `FIN`: the message is done.
-    pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<Duration, InFlightError> {
+    /// `FIN`: the message is done. Returns its publish timestamp (ns since the epoch).
+    pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<i64, InFlightError> {
         let mut state = self.lock();
         Self::check_owner(&state, client, id)?;
         let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
         if let (Some(backlog), Some(seq)) = (state.backlog.as_mut(), id.to_u64()) {
             backlog.finish(seq);
         }
-        Ok(entry.delivered_at.elapsed())
+        Ok(entry.msg.timestamp_ns)
     }
 
     /// Whether a message coming back has used up its attempts.

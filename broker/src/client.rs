@@ -3,8 +3,8 @@
 //! connection task waits on. The connection task itself lives in [`crate::tcp`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -36,6 +36,13 @@ pub struct ClientInfo {
     pub message_count: AtomicU64,
     pub finish_count: AtomicU64,
     pub requeue_count: AtomicU64,
+    /// The last `BACKPRESSURE` level (0 normal, 1 degraded, 2 overloaded),
+    /// for `/stats` and `/metrics`. The session keeps its own copy for
+    /// delivery decisions; this one is only read from outside.
+    backpressure: AtomicU8,
+    /// The connection's `triage_end_to_end_seconds` series, resolved at its
+    /// first FIN: a connection subscribes to one channel for its whole life.
+    pub end_to_end: OnceLock<prometheus::Histogram>,
     /// Wakes the connection when something outside it changed its state: a
     /// message of its timed out (credit regained), its channel was emptied or deleted.
     wake: Notify,
@@ -53,6 +60,8 @@ impl ClientInfo {
             message_count: AtomicU64::new(0),
             finish_count: AtomicU64::new(0),
             requeue_count: AtomicU64::new(0),
+            backpressure: AtomicU8::new(0),
+            end_to_end: OnceLock::new(),
             wake: Notify::new(),
         }
     }
@@ -71,6 +80,14 @@ impl ClientInfo {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn set_backpressure(&self, level: u8) {
+        self.backpressure.store(level, Ordering::Relaxed);
+    }
+
+    pub fn backpressure(&self) -> u8 {
+        self.backpressure.load(Ordering::Relaxed)
     }
 
     /// Stores a permit, so a wake between two waits is not lost.

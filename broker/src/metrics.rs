@@ -2,20 +2,24 @@
 //!
 //! Almost everything is read at scrape time from state the broker already
 //! keeps for `/stats` (channel snapshots, the per-topic and per-channel
-//! atomics, [`Store::stats`](crate::store::Store::stats)) by one
-//! [`Collector`], so the hot path pays nothing for it. The exceptions are
-//! the publish latency histogram (one observation per PUB/MPUB/DPUB or HTTP
-//! publish, on a handle resolved once per tier) and the connection gauge
-//! (once per connection). Labels are bounded: topic, channel, tier; never a
-//! message or client id.
+//! atomics, each client's backpressure level,
+//! [`Store::stats`](crate::store::Store::stats) and the store's
+//! [`Pow2Histogram`]s) by one [`Collector`], so the hot path pays nothing for
+//! it. The exceptions are the publish latency histogram (one observation per
+//! PUB/MPUB/DPUB or HTTP publish, on a handle resolved once per tier), the
+//! end-to-end histogram (one observation per FIN, on a handle each
+//! connection resolves once) and the connection gauge (once per connection).
+//! Labels are bounded: topic, channel, tier, and a backpressure level of
+//! 0..=2; never a message or client id.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -31,12 +35,25 @@ const PUBLISH_BUCKETS: &[f64] = &[
     1.0, 2.5,
 ];
 
+/// Publish-to-FIN buckets, in seconds: from an urgent message finished at
+/// once to a batch job that waited an hour in the delayed tier.
+const END_TO_END_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 900.0, 3600.0,
+];
+
+/// The levels `BACKPRESSURE` accepts: 0 normal, 1 degraded, 2 overloaded.
+const BACKPRESSURE_LEVELS: [&str; 3] = ["0", "1", "2"];
+
 /// The broker's metric registry and the few metrics updated as traffic passes.
 pub struct Metrics {
     registry: Registry,
     clients: IntGauge,
     /// `triage_publish_seconds` per tier, indexed by [`tier_index`].
     publish_seconds: [Histogram; 3],
+    /// `triage_end_to_end_seconds`; the collector drops the series of
+    /// channels that no longer exist.
+    end_to_end: HistogramVec,
 }
 
 impl fmt::Debug for Metrics {
@@ -70,6 +87,15 @@ impl Metrics {
         .expect("valid metric");
         let publish_seconds = [Tier::Memory, Tier::Persistent, Tier::Delayed]
             .map(|tier| publish.with_label_values(&[tier.as_str()]));
+        let end_to_end = HistogramVec::new(
+            HistogramOpts::new(
+                "triage_end_to_end_seconds",
+                "Time from a message's publish to its FIN, requeues and retries included.",
+            )
+            .buckets(END_TO_END_BUCKETS.to_vec()),
+            &["topic", "channel", "tier"],
+        )
+        .expect("valid metric");
         let bounds = [
             (
                 "triage_config_mem_queue_size",
@@ -100,12 +126,20 @@ impl Metrics {
         }
         register(Box::new(clients.clone()));
         register(Box::new(publish));
-        register(Box::new(BrokerCollector::new(broker)));
+        register(Box::new(BrokerCollector::new(broker, end_to_end.clone())));
         Metrics {
             registry,
             clients,
             publish_seconds,
+            end_to_end,
         }
+    }
+
+    /// The `triage_end_to_end_seconds` series of one channel. Resolving it
+    /// costs a map lookup, so a connection resolves it once and keeps it.
+    pub fn end_to_end(&self, topic: &str, channel: &str, tier: Tier) -> Histogram {
+        self.end_to_end
+            .with_label_values(&[topic, channel, tier.as_str()])
     }
 
     /// Records one publish that was answered OK.
@@ -135,6 +169,84 @@ impl Metrics {
     }
 }
 
+/// Records one FIN in `histogram`: the time since `published_ns` (the
+/// message's timestamp, nanoseconds since the Unix epoch). A clock that went
+/// backwards counts as zero rather than as a negative latency.
+pub fn observe_end_to_end(histogram: &Histogram, published_ns: i64) {
+    let now = crate::client::unix_nanos();
+    let nanos = now.saturating_sub(published_ns).max(0);
+    histogram.observe(nanos as f64 / 1e9);
+}
+
+/// A histogram the hot path records into with three relaxed atomic adds and
+/// no lock, read by the collector at scrape time. Bucket `i` holds values in
+/// `(2^(i-1), 2^i]` (bucket 0: up to 1), in whatever integer unit the owner
+/// records; the owner says how many make one exported unit when it is read
+/// ([`Pow2Histogram::family`]). Power-of-two bounds make the bucket an
+/// instruction (a leading-zero count) instead of a search.
+#[derive(Debug)]
+pub struct Pow2Histogram<const N: usize> {
+    buckets: [AtomicU64; N],
+    /// Values above `2^(N-1)`: the `+Inf` bucket's own share.
+    overflow: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Default for Pow2Histogram<N> {
+    fn default() -> Self {
+        Pow2Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            overflow: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Pow2Histogram<N> {
+    pub fn record(&self, value: u64) {
+        let index = if value <= 1 {
+            0
+        } else {
+            (u64::BITS - (value - 1).leading_zeros()) as usize
+        };
+        self.buckets
+            .get(index)
+            .unwrap_or(&self.overflow)
+            .fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// The histogram as a Prometheus family, `per_unit` recorded units making
+    /// one exported unit (1e6 for microseconds exported as seconds: dividing
+    /// keeps bounds like `0.001024` exact in decimal). The count is the sum
+    /// of the buckets read, so the exposition stays consistent (`+Inf` =
+    /// `_count`) while writers keep recording.
+    pub fn family(&self, desc: &Desc, per_unit: f64) -> MetricFamily {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(N);
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound((1u64 << i) as f64 / per_unit);
+            b.set_cumulative_count(cumulative);
+            buckets.push(b);
+        }
+        let count = cumulative + self.overflow.load(Ordering::Relaxed);
+        let mut histogram = proto::Histogram::default();
+        histogram.set_sample_count(count);
+        histogram.set_sample_sum(self.sum.load(Ordering::Relaxed) as f64 / per_unit);
+        histogram.set_bucket(buckets);
+        let mut metric = proto::Metric::default();
+        metric.set_histogram(histogram);
+        let mut family = MetricFamily::default();
+        family.set_name(desc.fq_name.clone());
+        family.set_help(desc.help.clone());
+        family.set_field_type(MetricType::HISTOGRAM);
+        family.set_metric(vec![metric]);
+        family
+    }
+}
+
 /// Holds one count in `triage_clients`.
 #[derive(Debug)]
 pub struct ConnectionGuard(IntGauge);
@@ -152,6 +264,12 @@ impl Drop for ConnectionGuard {
 struct BrokerCollector {
     broker: Weak<Broker>,
     scrape: Mutex<()>,
+    /// Shared with [`Metrics`], which observes into it; here only to be
+    /// exported and pruned of deleted channels.
+    end_to_end: HistogramVec,
+    backpressure: IntGaugeVec,
+    store_fsync_histogram: Desc,
+    store_batch_histogram: Desc,
     published: IntCounterVec,
     delivered: IntCounterVec,
     finished: IntCounterVec,
@@ -189,12 +307,33 @@ fn gauge(name: &str, help: &str) -> IntGauge {
     IntGauge::new(name, help).expect("valid metric")
 }
 
+fn histogram_desc(name: &str, help: &str) -> Desc {
+    Desc::new(name.to_owned(), help.to_owned(), Vec::new(), HashMap::new()).expect("valid metric")
+}
+
 impl BrokerCollector {
-    fn new(broker: Weak<Broker>) -> BrokerCollector {
+    fn new(broker: Weak<Broker>, end_to_end: HistogramVec) -> BrokerCollector {
         const TC: &[&str] = &["topic", "channel"];
         BrokerCollector {
             broker,
             scrape: Mutex::new(()),
+            end_to_end,
+            backpressure: IntGaugeVec::new(
+                Opts::new(
+                    "triage_consumers_backpressure",
+                    "Consumers of a channel at each BACKPRESSURE level (0 normal, 1 degraded, 2 overloaded).",
+                ),
+                &["topic", "channel", "level"],
+            )
+            .expect("valid metric"),
+            store_fsync_histogram: histogram_desc(
+                "triage_store_fsync_seconds",
+                "Duration of WAL fsyncs (a synced write timed whole).",
+            ),
+            store_batch_histogram: histogram_desc(
+                "triage_store_batch_messages",
+                "Messages appended per store write, for writes that append any (group commit size).",
+            ),
             published: counter_vec(
                 "triage_messages_published_total",
                 "Messages accepted by a topic.",
@@ -281,8 +420,10 @@ impl BrokerCollector {
         }
     }
 
-    fn vecs(&self) -> [&dyn Collector; 19] {
+    fn vecs(&self) -> [&dyn Collector; 21] {
         [
+            &self.end_to_end,
+            &self.backpressure,
             &self.published,
             &self.delivered,
             &self.finished,
@@ -317,6 +458,8 @@ impl BrokerCollector {
         self.deferred.reset();
         self.consumers.reset();
         self.delayed_pending.reset();
+        self.backpressure.reset();
+        let mut live = HashSet::new();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         for topic in broker.topics() {
             let tier = topic.tier.as_str();
@@ -362,8 +505,20 @@ impl BrokerCollector {
                     + broker.delayed.pending_for_topic(&topic.name);
                 set(&self.deferred, snapshot.deferred + delayed);
                 set(&self.consumers, snapshot.clients.len() as u64);
+                let mut levels = [0i64; BACKPRESSURE_LEVELS.len()];
+                for client in &snapshot.clients {
+                    let level = usize::from(client.backpressure());
+                    levels[level.min(levels.len() - 1)] += 1;
+                }
+                for (level, count) in BACKPRESSURE_LEVELS.iter().zip(levels) {
+                    self.backpressure
+                        .with_label_values(&[topic.name.as_str(), channel.name.as_str(), level])
+                        .set(count);
+                }
+                live.insert(tct.map(str::to_owned));
             }
         }
+        self.prune_end_to_end(&live);
         let stats = broker.store.stats();
         let set_counter = |c: &IntCounter, v: u64| {
             c.reset();
@@ -382,11 +537,33 @@ impl BrokerCollector {
         self.store_queue_capacity
             .set(i64::try_from(stats.queue_capacity).unwrap_or(i64::MAX));
     }
+
+    /// Drops the end-to-end series of channels that are gone, so a deleted
+    /// channel disappears from `/metrics` as its other series do.
+    fn prune_end_to_end(&self, live: &HashSet<[String; 3]>) {
+        for family in self.end_to_end.collect() {
+            for metric in family.get_metric() {
+                let labels: HashMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                let key = ["topic", "channel", "tier"]
+                    .map(|name| labels.get(name).copied().unwrap_or_default());
+                if !live.contains(&key.map(str::to_owned)) {
+                    let _ = self.end_to_end.remove_label_values(&key);
+                }
+            }
+        }
+    }
 }
 
 impl Collector for BrokerCollector {
     fn desc(&self) -> Vec<&Desc> {
-        self.vecs().into_iter().flat_map(Collector::desc).collect()
+        let mut descs: Vec<&Desc> = self.vecs().into_iter().flat_map(Collector::desc).collect();
+        descs.push(&self.store_fsync_histogram);
+        descs.push(&self.store_batch_histogram);
+        descs
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -394,12 +571,63 @@ impl Collector for BrokerCollector {
             .scrape
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(broker) = self.broker.upgrade() {
-            self.refill(&broker);
+        let broker = self.broker.upgrade();
+        if let Some(broker) = &broker {
+            self.refill(broker);
         }
-        self.vecs()
+        let mut families: Vec<MetricFamily> = self
+            .vecs()
             .into_iter()
             .flat_map(Collector::collect)
-            .collect()
+            .collect();
+        if let Some(broker) = &broker {
+            let store = &broker.store;
+            // Recorded in microseconds and in messages.
+            families.push(
+                store
+                    .fsync_histogram()
+                    .family(&self.store_fsync_histogram, 1e6),
+            );
+            families.push(
+                store
+                    .batch_histogram()
+                    .family(&self.store_batch_histogram, 1.0),
+            );
+        }
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pow2_buckets_hold_values_up_to_their_bound() {
+        let histogram = Pow2Histogram::<4>::default();
+        // Bounds 1, 2, 4, 8; 9 and above only in +Inf.
+        for value in [0, 1, 2, 3, 4, 5, 8, 9, 1000] {
+            histogram.record(value);
+        }
+        let desc = histogram_desc("h", "H.");
+        let family = histogram.family(&desc, 1.0);
+        let h = family.get_metric()[0].get_histogram();
+        let buckets: Vec<(f64, u64)> = h
+            .get_bucket()
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect();
+        assert_eq!(buckets, [(1.0, 2), (2.0, 3), (4.0, 5), (8.0, 7)]);
+        assert_eq!(h.get_sample_count(), 9);
+        assert_eq!(h.get_sample_sum(), 1032.0);
+
+        let seconds = histogram.family(&desc, 1e6);
+        let bounds: Vec<String> = seconds.get_metric()[0]
+            .get_histogram()
+            .get_bucket()
+            .iter()
+            .map(|b| b.upper_bound().to_string())
+            .collect();
+        assert_eq!(bounds, ["0.000001", "0.000002", "0.000004", "0.000008"]);
     }
 }

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use common::start_broker;
+use triage_protocol::Command;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -461,7 +462,7 @@ async fn labels_are_bounded_and_values_escaped() {
     })
     .await;
     let s = scrape(http).await;
-    let allowed: HashSet<&str> = ["topic", "channel", "tier", "le"].into();
+    let allowed: HashSet<&str> = ["topic", "channel", "tier", "le", "level"].into();
     for sample in &s {
         for label in sample.labels.keys() {
             assert!(
@@ -498,5 +499,142 @@ async fn an_idle_broker_exports_its_bounds() {
     let s = scrape(broker.server.http_addr).await;
     assert_eq!(value(&s, "triage_config_mem_queue_size", &[]), Some(1234.0));
     assert_eq!(value(&s, "triage_clients", &[]), Some(0.0));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn end_to_end_counts_each_fin_and_goes_with_its_channel() {
+    let broker = start_broker(|_| {}).await;
+    let http = broker.server.http_addr;
+    let (topic, ch) = ("e2e", "workers");
+    let mut consumer = broker.consumer(topic, ch, 10).await;
+    broker.publish_all(topic, ["a", "b", "c"]).await;
+    let msgs = consumer.read_messages(3).await;
+    consumer.fin(&msgs[0].id).await;
+    consumer.fin(&msgs[1].id).await;
+    // The third is requeued, not finished: it must not be counted.
+    consumer.req(&msgs[2].id, 60_000).await;
+
+    let tier = stats_json(http).await["topics"][0]["tier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tct: &[(&str, &str)] = &[("topic", topic), ("channel", ch), ("tier", &tier)];
+    scrape_until(http, "two end-to-end observations", |s| {
+        value(s, "triage_end_to_end_seconds_count", tct) == Some(2.0)
+    })
+    .await;
+    let s = scrape(http).await;
+    let sum = value(&s, "triage_end_to_end_seconds_sum", tct).unwrap();
+    assert!(sum >= 0.0, "sum {sum}");
+    // Both FINs came well within the largest finite bucket (an hour).
+    let mut bounded = tct.to_vec();
+    bounded.push(("le", "3600"));
+    assert_eq!(
+        value(&s, "triage_end_to_end_seconds_bucket", &bounded),
+        Some(2.0)
+    );
+
+    drop(consumer);
+    post(http, &format!("/channel/delete?topic={topic}&channel={ch}")).await;
+    scrape_until(http, "the deleted channel's end-to-end series gone", |s| {
+        !s.iter()
+            .any(|x| x.name.starts_with("triage_end_to_end_seconds"))
+    })
+    .await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn backpressure_levels_are_counted_per_channel_and_shown_in_stats() {
+    let broker = start_broker(|_| {}).await;
+    let http = broker.server.http_addr;
+    let (topic, ch) = ("loaded", "workers");
+    let calm = broker.consumer(topic, ch, 1).await;
+    let mut degraded = broker.consumer(topic, ch, 1).await;
+    degraded.send(&Command::Backpressure(1)).await;
+    degraded.expect_ok().await;
+    let mut overloaded = broker.consumer(topic, ch, 1).await;
+    overloaded.send(&Command::Backpressure(2)).await;
+    overloaded.expect_ok().await;
+
+    let at = |level: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![("topic", topic), ("channel", ch), ("level", level)]
+    };
+    let s = scrape(http).await;
+    assert_eq!(
+        value(&s, "triage_consumers_backpressure", &at("0")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "triage_consumers_backpressure", &at("1")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "triage_consumers_backpressure", &at("2")),
+        Some(1.0)
+    );
+
+    // Each level change was also published on `_triage.backpressure`.
+    let stats = stats_json(http).await;
+    let loaded = stats["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic_name"] == topic)
+        .unwrap();
+    let clients = loaded["channels"][0]["clients"].as_array().unwrap();
+    let mut levels: Vec<u64> = clients
+        .iter()
+        .map(|c| c["backpressure_level"].as_u64().unwrap())
+        .collect();
+    levels.sort_unstable();
+    assert_eq!(levels, [0, 1, 2]);
+
+    // Back to normal, and a consumer gone: the gauges follow.
+    overloaded.send(&Command::Backpressure(0)).await;
+    overloaded.expect_ok().await;
+    drop(degraded);
+    scrape_until(http, "two consumers at level 0, none above", |s| {
+        value(s, "triage_consumers_backpressure", &at("0")) == Some(2.0)
+            && value(s, "triage_consumers_backpressure", &at("1")) == Some(0.0)
+            && value(s, "triage_consumers_backpressure", &at("2")) == Some(0.0)
+    })
+    .await;
+    drop((calm, overloaded));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn store_histograms_count_fsyncs_and_batch_sizes() {
+    let broker = start_broker(|_| {}).await;
+    let http = broker.server.http_addr;
+    // Persistent (the default tier): each PUB is a durable, fsynced write.
+    broker
+        .publish_all("durable", ["a", "b", "c", "d", "e"])
+        .await;
+    let mut producer = broker.connect().await;
+    producer
+        .mpub("durable", vec!["f".into(), "g".into(), "h".into()])
+        .await;
+    let s = scrape(http).await;
+    let fsyncs = value(&s, "triage_store_fsyncs_total", &[]).unwrap();
+    let count = value(&s, "triage_store_fsync_seconds_count", &[]).unwrap();
+    assert!(count >= 1.0, "no fsync recorded");
+    assert_eq!(count, fsyncs, "one observation per fsync");
+    let fsync_seconds = value(&s, "triage_store_fsync_seconds_sum", &[]).unwrap();
+    let total = value(&s, "triage_store_fsync_seconds_total", &[]).unwrap();
+    // The same fsyncs, timed once, summed in two units: micro- and nanoseconds.
+    assert!(
+        (fsync_seconds - total).abs() <= 1e-6 * count,
+        "{fsync_seconds} vs {total}"
+    );
+    // Eight messages appended, in at most as many writes; the MPUB's three
+    // went together, so at least one write held three or more.
+    assert_eq!(value(&s, "triage_store_batch_messages_sum", &[]), Some(8.0));
+    let writes = value(&s, "triage_store_batch_messages_count", &[]).unwrap();
+    assert!((1.0..=6.0).contains(&writes), "{writes} writes");
+    let at_most_two = value(&s, "triage_store_batch_messages_bucket", &[("le", "2")]).unwrap();
+    assert!(at_most_two < writes, "the MPUB's write is above le=2");
     broker.shutdown().await;
 }

@@ -398,3 +398,239 @@ fn config_check_names_the_bad_key_and_exits_2() {
         "{run:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// tail, set-tier, completions, every bad key
+// ---------------------------------------------------------------------------
+
+/// How long a `triagectl` child may run before the test gives up on it.
+const CHILD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits for `child` within [`CHILD_DEADLINE`], killing it if it hangs.
+fn wait_bounded(mut child: std::process::Child) -> Run {
+    let deadline = std::time::Instant::now() + CHILD_DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "triagectl did not exit within {CHILD_DEADLINE:?}; stdout {:?}, stderr {:?}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    finish(child.wait_with_output().unwrap())
+}
+
+impl TestBroker {
+    /// Starts `triagectl` without waiting for it.
+    fn spawn_ctl(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_triagectl"))
+            .arg("--http-address")
+            .arg(self.server().http_addr.to_string())
+            .args(args)
+            .env_remove("TRIAGECTL_HTTP_ADDRESS")
+            .env_remove("TRIAGECTL_TCP_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until `topic` has a `tail…#ephemeral` channel with a consumer.
+    fn wait_for_tail(&self, topic: &str, child: &mut std::process::Child) {
+        let deadline = std::time::Instant::now() + CHILD_DEADLINE;
+        loop {
+            let subscribed = self.server().broker.existing_topic(topic).is_ok_and(|t| {
+                t.snapshot().channels.iter().any(|c| {
+                    c.name.starts_with("tail")
+                        && c.name.ends_with("#ephemeral")
+                        && c.snapshot().clients.len() == 1
+                })
+            });
+            if subscribed {
+                return;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("tail exited before subscribing: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tail never subscribed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn tail_prints_n_bodies_then_exits_and_leaves_no_channel() {
+    let broker = TestBroker::start();
+    // A channel of its own keeps what was published before the tail.
+    broker.ok(&["channel", "create", "orders", "billing"]);
+    broker.ok(&["pub", "orders", "before"]);
+
+    let mut child = broker.spawn_ctl(&["tail", "orders", "-n", "2"]);
+    broker.wait_for_tail("orders", &mut child);
+    broker.ok(&["pub", "orders", "first", "second", "third"]);
+    let run = wait_bounded(child);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "first\nsecond\n");
+
+    // The ephemeral channel went with the tail; billing has everything.
+    let topic = broker.server().broker.existing_topic("orders").unwrap();
+    let deadline = std::time::Instant::now() + CHILD_DEADLINE;
+    while topic.snapshot().channels.len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tail's channel stayed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let billing = topic.existing_channel("billing").unwrap();
+    assert_eq!(billing.snapshot().depth, 4);
+}
+
+#[test]
+fn tail_with_an_explicit_tcp_address() {
+    let broker = TestBroker::start();
+    broker.ok(&["topic", "create", "alerts", "--tier", "memory"]);
+    let tcp = broker.server().tcp_addr.to_string();
+    let mut child = broker.spawn_ctl(&["tail", "alerts", "--count", "1", "--tcp-address", &tcp]);
+    broker.wait_for_tail("alerts", &mut child);
+    broker.ok(&["pub", "alerts", "disk full on db-3"]);
+    let run = wait_bounded(child);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "disk full on db-3\n");
+}
+
+#[test]
+fn tail_errors_unknown_topic_unreachable_and_bad_name() {
+    let broker = TestBroker::start();
+    let run = broker.ctl(&["tail", "ghost", "-n", "1"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stderr, "triagectl: topic \"ghost\" does not exist\n");
+    assert!(
+        broker.server().broker.existing_topic("ghost").is_err(),
+        "tailing must not create the topic"
+    );
+
+    let addr = closed_address();
+    let run = ctl_at(&addr, &["tail", "orders"], None);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with(&format!("triagectl: cannot reach the broker at {addr}: ")),
+        "{run:?}"
+    );
+
+    // The HTTP API answers but nothing listens on the TCP address given.
+    broker.ok(&["topic", "create", "orders"]);
+    let run = broker.ctl(&["tail", "orders", "--tcp-address", &addr]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with(&format!("triagectl: cannot reach the broker at {addr}: ")),
+        "{run:?}"
+    );
+
+    for args in [
+        &["tail", "no spaces"][..],
+        &["tail", "orders", "-n", "many"],
+    ] {
+        let run = ctl_at(&addr, args, None);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stderr.starts_with("error: "), "{run:?}");
+    }
+}
+
+#[test]
+fn set_tier_keeps_the_same_tier_and_refuses_a_change_clearly() {
+    let broker = TestBroker::start();
+    broker.ok(&["topic", "create", "orders"]);
+    let out = broker.ok(&["topic", "set-tier", "orders", "persistent"]);
+    assert_eq!(out, "topic orders is persistent\n");
+    let out = broker.json(&["topic", "set-tier", "orders", "persistent"]);
+    assert_eq!(out["tier"], "persistent");
+
+    let run = broker.ctl(&["topic", "set-tier", "orders", "memory"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with(
+            "triagectl: TIER_CHANGE_NOT_SUPPORTED: changing a topic's tier is not supported yet"
+        ),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("HTTP 501"), "{run:?}");
+    let orders = broker.server().broker.existing_topic("orders").unwrap();
+    assert_eq!(orders.tier.as_str(), "persistent", "nothing changed");
+
+    let run = broker.ctl(&["topic", "set-tier", "ghost", "memory"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with("triagectl: TOPIC_NOT_FOUND"),
+        "{run:?}"
+    );
+
+    let addr = closed_address();
+    for args in [
+        &["topic", "set-tier", "orders", "fast"][..],
+        &["topic", "set-tier", "no spaces", "memory"],
+        &["topic", "set-tier", "orders"],
+    ] {
+        let run = ctl_at(&addr, args, None);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+    }
+    let run = ctl_at(&addr, &["topic", "set-tier", "orders", "memory"], None);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("cannot reach the broker"), "{run:?}");
+}
+
+#[test]
+fn completions_for_each_shell_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let run = ctl_offline(&["completions", shell]);
+        assert_eq!(run.code, 0, "{shell}: {run:?}");
+        for word in ["triagectl", "set-tier", "tail", "completions"] {
+            assert!(run.stdout.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let run = ctl_offline(&["completions", "tcsh"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+}
+
+#[test]
+fn config_check_names_every_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("triaged.toml");
+    std::fs::write(
+        &path,
+        "colour = \"blue\"\nmsg_timeout = \"soon\"\nmax_rdy_count = -1\nsnappy = true\n",
+    )
+    .unwrap();
+    let run = ctl_offline(&["config", "check", path.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{run:?}");
+    for key in ["\"colour\"", "msg_timeout", "max_rdy_count"] {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(key)).count(),
+            1,
+            "{key}: {run:?}"
+        );
+    }
+    assert!(
+        lines.iter().all(|l| l.starts_with("triagectl: ")),
+        "{run:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains(path.to_str().unwrap())),
+        "each line names the file: {run:?}"
+    );
+}

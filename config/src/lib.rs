@@ -23,7 +23,9 @@ pub mod units;
 pub use auth::AuthHttpRequestMethod;
 pub use broker::{BrokerConfig, LogFormat};
 pub use flags::{normalize_nsqd_args, BrokerArgs};
-pub use load::{broker_from_toml, load_broker, load_broker_with_env, ConfigError, Origin};
+pub use load::{
+    broker_from_toml, check_broker_toml, load_broker, load_broker_with_env, ConfigError, Origin,
+};
 pub use sync::{ParseSyncPolicyError, SyncPolicy};
 pub use tier::{OverflowPolicy, ParseNameError, Tier, TierMatcher, TierRule, TopicSettings};
 pub use tls::{TlsClientAuthPolicy, TlsMinVersion};

@@ -242,33 +242,72 @@ fn one_line_toml_error(text: &str, err: &toml::de::Error) -> String {
     }
 }
 
+/// Checks a broker config file's `text` without stopping at the first
+/// problem, for `triagectl config check`: a TOML syntax error (alone, since
+/// nothing can be read past it), else every unknown key, then every value
+/// that cannot be read; when all were read, the first rule
+/// [`BrokerConfig::validate`] finds broken. Empty: the file is good.
+pub fn check_broker_toml(text: &str, path: &Path) -> Vec<ConfigError> {
+    let mut config = BrokerConfig::default();
+    let mut origins = Origins::default();
+    let errors = toml_errors(&mut config, text, path, &mut origins);
+    if !errors.is_empty() {
+        return errors;
+    }
+    config
+        .validate()
+        .map_err(|e| origins.attach(e))
+        .err()
+        .into_iter()
+        .collect()
+}
+
 fn apply_toml(
     config: &mut BrokerConfig,
     text: &str,
     path: &Path,
     origins: &mut Origins,
 ) -> Result<(), ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Toml {
-            path: path.to_owned(),
-            message: one_line_toml_error(text, &e),
-        })?;
-    if let Some(key) = table.keys().find(|key| !KEYS.contains(&key.as_str())) {
-        return Err(ConfigError::UnknownKey {
+    toml_errors(config, text, path, origins)
+        .into_iter()
+        .next()
+        .map_or(Ok(()), Err)
+}
+
+/// Reads the file's keys into `config`; every problem found on the way.
+fn toml_errors(
+    config: &mut BrokerConfig,
+    text: &str,
+    path: &Path,
+    origins: &mut Origins,
+) -> Vec<ConfigError> {
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(e) => {
+            return vec![ConfigError::Toml {
+                path: path.to_owned(),
+                message: one_line_toml_error(text, &e),
+            }]
+        }
+    };
+    let mut errors: Vec<ConfigError> = table
+        .keys()
+        .filter(|key| !KEYS.contains(&key.as_str()))
+        .map(|key| ConfigError::UnknownKey {
             key: key.clone(),
             path: path.to_owned(),
             suggestion: closest_key(key),
-        });
-    }
-    apply(
+        })
+        .collect();
+    errors.extend(apply_all(
         config,
         &mut FileSource {
             table,
             origin: Origin::File(path.to_owned()),
         },
         origins,
-    )
+    ));
+    errors
 }
 
 /// A value before conversion: text from the environment, or a TOML value.
@@ -368,102 +407,120 @@ impl Origins {
     }
 }
 
-/// Reads every key the source has into `config`. One line per key; the key
-/// order is [`KEYS`] (a test holds them together).
+/// Reads every key the source has into `config`; the first value that
+/// cannot be read is the error.
 fn apply(
     config: &mut BrokerConfig,
     source: &mut dyn Source,
     origins: &mut Origins,
 ) -> Result<(), ConfigError> {
-    let mut set = Setter { source, origins };
-    set.key("tcp_address", &mut config.tcp_address, address)?;
-    set.key("http_address", &mut config.http_address, address)?;
-    set.key("broadcast_address", &mut config.broadcast_address, string)?;
-    set.key("data_path", &mut config.data_path, path)?;
-    set.key("mem_queue_size", &mut config.mem_queue_size, count)?;
-    set.key("max_msg_size", &mut config.max_msg_size, size)?;
-    set.key("max_body_size", &mut config.max_body_size, size)?;
-    set.key("msg_timeout", &mut config.msg_timeout, duration)?;
-    set.key("max_msg_timeout", &mut config.max_msg_timeout, duration)?;
-    set.key("max_rdy_count", &mut config.max_rdy_count, count)?;
-    set.key("max_req_timeout", &mut config.max_req_timeout, duration)?;
+    apply_all(config, source, origins)
+        .into_iter()
+        .next()
+        .map_or(Ok(()), Err)
+}
+
+/// Reads every key the source has into `config`, and returns an error for
+/// each value that cannot be read (its key keeps its previous value). One
+/// line per key; the key order is [`KEYS`] (a test holds them together).
+fn apply_all(
+    config: &mut BrokerConfig,
+    source: &mut dyn Source,
+    origins: &mut Origins,
+) -> Vec<ConfigError> {
+    let mut set = Setter {
+        source,
+        origins,
+        errors: Vec::new(),
+    };
+    set.key("tcp_address", &mut config.tcp_address, address);
+    set.key("http_address", &mut config.http_address, address);
+    set.key("broadcast_address", &mut config.broadcast_address, string);
+    set.key("data_path", &mut config.data_path, path);
+    set.key("mem_queue_size", &mut config.mem_queue_size, count);
+    set.key("max_msg_size", &mut config.max_msg_size, size);
+    set.key("max_body_size", &mut config.max_body_size, size);
+    set.key("msg_timeout", &mut config.msg_timeout, duration);
+    set.key("max_msg_timeout", &mut config.max_msg_timeout, duration);
+    set.key("max_rdy_count", &mut config.max_rdy_count, count);
+    set.key("max_req_timeout", &mut config.max_req_timeout, duration);
     let heartbeat = &mut config.max_heartbeat_interval;
-    set.key("max_heartbeat_interval", heartbeat, duration)?;
-    set.key("client_timeout", &mut config.client_timeout, duration)?;
+    set.key("max_heartbeat_interval", heartbeat, duration);
+    set.key("client_timeout", &mut config.client_timeout, duration);
     let buffer_size = &mut config.max_output_buffer_size;
-    set.key("max_output_buffer_size", buffer_size, size)?;
+    set.key("max_output_buffer_size", buffer_size, size);
     let max_buffer_timeout = &mut config.max_output_buffer_timeout;
-    set.key("max_output_buffer_timeout", max_buffer_timeout, duration)?;
+    set.key("max_output_buffer_timeout", max_buffer_timeout, duration);
     let min_buffer_timeout = &mut config.min_output_buffer_timeout;
-    set.key("min_output_buffer_timeout", min_buffer_timeout, duration)?;
-    set.key("snappy", &mut config.snappy, boolean)?;
-    set.key("deflate", &mut config.deflate, boolean)?;
-    set.key("max_deflate_level", &mut config.max_deflate_level, count)?;
+    set.key("min_output_buffer_timeout", min_buffer_timeout, duration);
+    set.key("snappy", &mut config.snappy, boolean);
+    set.key("deflate", &mut config.deflate, boolean);
+    set.key("max_deflate_level", &mut config.max_deflate_level, count);
     set.key(
         "max_channel_consumers",
         &mut config.max_channel_consumers,
         count,
-    )?;
-    set.key("max_connections", &mut config.max_connections, count)?;
-    set.key("max_line_len", &mut config.max_line_len, size)?;
-    set.key("handshake_timeout", &mut config.handshake_timeout, duration)?;
-    set.key("tls_cert", &mut config.tls_cert, optional_path)?;
-    set.key("tls_key", &mut config.tls_key, optional_path)?;
+    );
+    set.key("max_connections", &mut config.max_connections, count);
+    set.key("max_line_len", &mut config.max_line_len, size);
+    set.key("handshake_timeout", &mut config.handshake_timeout, duration);
+    set.key("tls_cert", &mut config.tls_cert, optional_path);
+    set.key("tls_key", &mut config.tls_key, optional_path);
     set.key(
         "tls_root_ca_file",
         &mut config.tls_root_ca_file,
         optional_path,
-    )?;
-    set.key("tls_required", &mut config.tls_required, tls_required)?;
+    );
+    set.key("tls_required", &mut config.tls_required, tls_required);
     let policy = &mut config.tls_client_auth_policy;
-    set.key("tls_client_auth_policy", policy, name)?;
-    set.key("tls_min_version", &mut config.tls_min_version, name)?;
-    set.key("https_address", &mut config.https_address, optional_address)?;
-    set.key("auth_http_addresses", &mut config.auth_http_addresses, list)?;
+    set.key("tls_client_auth_policy", policy, name);
+    set.key("tls_min_version", &mut config.tls_min_version, name);
+    set.key("https_address", &mut config.https_address, optional_address);
+    set.key("auth_http_addresses", &mut config.auth_http_addresses, list);
     let method = &mut config.auth_http_request_method;
-    set.key("auth_http_request_method", method, name)?;
+    set.key("auth_http_request_method", method, name);
     set.key(
         "auth_tokens_file",
         &mut config.auth_tokens_file,
         optional_path,
-    )?;
-    set.key("admin_token", &mut config.admin_token, optional_string)?;
+    );
+    set.key("admin_token", &mut config.admin_token, optional_string);
     let lookupd = &mut config.lookupd_tcp_addresses;
-    set.key("lookupd_tcp_addresses", lookupd, list)?;
-    set.key("log_format", &mut config.log_format, name)?;
-    set.key("log_level", &mut config.log_level, string)?;
-    set.key("default_tier", &mut config.default_tier, name)?;
-    set.key("memory_overflow", &mut config.memory_overflow, name)?;
-    set.key("sync_policy", &mut config.sync_policy, sync_policy)?;
+    set.key("lookupd_tcp_addresses", lookupd, list);
+    set.key("log_format", &mut config.log_format, name);
+    set.key("log_level", &mut config.log_level, string);
+    set.key("default_tier", &mut config.default_tier, name);
+    set.key("memory_overflow", &mut config.memory_overflow, name);
+    set.key("sync_policy", &mut config.sync_policy, sync_policy);
     let save = &mut config.save_memory_on_shutdown;
-    set.key("save_memory_on_shutdown", save, boolean)?;
-    set.key("tier_rules", &mut config.tier_rules, tier_rules)?;
-    Ok(())
+    set.key("save_memory_on_shutdown", save, boolean);
+    set.key("tier_rules", &mut config.tier_rules, tier_rules);
+    set.errors
 }
 
 struct Setter<'a> {
     source: &'a mut dyn Source,
     origins: &'a mut Origins,
+    errors: Vec<ConfigError>,
 }
 
 impl Setter<'_> {
-    fn key<T>(
-        &mut self,
-        key: &'static str,
-        field: &mut T,
-        convert: fn(&Raw) -> Result<T, String>,
-    ) -> Result<(), ConfigError> {
+    fn key<T>(&mut self, key: &'static str, field: &mut T, convert: fn(&Raw) -> Result<T, String>) {
         let Some((raw, origin)) = self.source.take(key) else {
-            return Ok(());
+            return;
         };
-        *field = convert(&raw).map_err(|problem| ConfigError::Parse {
-            key: key.to_owned(),
-            value: raw.shown(),
-            origin: origin.clone(),
-            problem,
-        })?;
-        self.origins.0.insert(key, origin);
-        Ok(())
+        match convert(&raw) {
+            Ok(value) => {
+                *field = value;
+                self.origins.0.insert(key, origin);
+            }
+            Err(problem) => self.errors.push(ConfigError::Parse {
+                key: key.to_owned(),
+                value: raw.shown(),
+                origin,
+                problem,
+            }),
+        }
     }
 }
 

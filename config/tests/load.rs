@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use triage_config::load::{env_var, flag_for, KEYS};
 use triage_config::{
-    broker_from_toml, load_broker_with_env, AuthHttpRequestMethod, BrokerArgs, BrokerConfig,
-    ConfigError, LogFormat, Origin, OverflowPolicy, SyncPolicy, Tier, TierRule,
+    broker_from_toml, check_broker_toml, load_broker_with_env, AuthHttpRequestMethod, BrokerArgs,
+    BrokerConfig, ConfigError, LogFormat, Origin, OverflowPolicy, SyncPolicy, Tier, TierRule,
     TlsClientAuthPolicy, TlsMinVersion, TopicSettings,
 };
 
@@ -421,6 +421,35 @@ fn file_parse_errors_name_key_file_and_form() {
         assert_eq!(err.key(), Some(key), "{text}: {err}");
         assert!(err.to_string().contains(needle), "{text}: {err}");
     }
+}
+
+#[test]
+fn check_names_every_bad_key_not_just_the_first() {
+    let path = std::path::Path::new("bad.toml");
+    let text = "colour = \"blue\"\nmsg_timeout = \"soon\"\nmax_rdy_count = -1\nmsg-timeout = 5\nsnappy = true\n";
+    let errors = check_broker_toml(text, path);
+    let mut keys: Vec<&str> = errors.iter().filter_map(ConfigError::key).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["colour", "max_rdy_count", "msg-timeout", "msg_timeout"],
+        "{errors:?}"
+    );
+    // The first of them is what loading the same file reports.
+    let first = broker_from_toml(text).unwrap_err();
+    assert_eq!(first.key(), errors[0].key());
+
+    // Read values are then validated; a syntax error stands alone.
+    let errors = check_broker_toml("msg_timeout = \"10m\"\nmax_msg_timeout = \"5m\"\n", path);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key(), Some("msg_timeout"));
+    assert!(errors[0].to_string().contains("bad.toml"), "{}", errors[0]);
+    let errors = check_broker_toml("msg_timeout = \n", path);
+    assert!(
+        matches!(errors[..], [ConfigError::Toml { .. }]),
+        "{errors:?}"
+    );
+    assert!(check_broker_toml("", path).is_empty());
 }
 
 #[test]

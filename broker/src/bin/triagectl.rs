@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success; 1 the broker is unreachable or refused the request;
 //! 2 bad usage (clap's message, a bad topic or channel name) or a config file
-//! that does not pass `config check`.
+//! that does not pass `config check`. `completions` and `config check` work
+//! offline.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,10 +12,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{json, Value};
 use triage_broker::ctl::client::{encode, AdminClient, CtlError};
 use triage_broker::ctl::table;
+use triage_broker::ctl::tail::{self, Tail};
 use triage_config::Tier;
 
 #[derive(Debug, Parser)]
@@ -60,9 +62,27 @@ enum Command {
         topic: String,
         messages: Vec<String>,
     },
+    /// Print the messages published to TOPIC as they arrive, one per line
+    /// (like nsq_tail), from an ephemeral channel of its own.
+    Tail {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+        /// Stop after N messages.
+        #[arg(short = 'n', long = "count", value_name = "N")]
+        count: Option<u64>,
+        /// The broker's TCP address, HOST:PORT; asked from the broker's
+        /// HTTP API (/info) when omitted.
+        #[arg(long, env = "TRIAGECTL_TCP_ADDRESS", value_parser = parse_address)]
+        tcp_address: Option<String>,
+    },
     /// Check configuration files offline.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script: `source <(triagectl completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +112,14 @@ enum TopicCommand {
         #[arg(value_parser = parse_topic)]
         topic: String,
     },
+    /// Move a topic to another tier (the broker refuses until it can).
+    SetTier {
+        #[arg(value_parser = parse_topic)]
+        topic: String,
+        /// memory, persistent or delayed.
+        #[arg(value_parser = parse_tier)]
+        tier: Tier,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,7 +146,7 @@ struct ChannelArgs {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Validate a broker TOML file; prints `ok` or the error naming the key.
+    /// Validate a broker TOML file; prints `ok`, or one line per bad key.
     Check { file: PathBuf },
 }
 
@@ -165,8 +193,21 @@ fn parse_address(raw: &str) -> Result<String, String> {
 fn main() -> ExitCode {
     // Bad usage exits 2 with clap's message; --help and --version exit 0.
     let cli = Cli::parse();
-    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
-        return config_check(file);
+    match &cli.command {
+        Command::Config(ConfigCommand::Check { file }) => return config_check(file),
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a failed write
+            // (`| head`), and a CLI answers that with a sentence.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "triagectl", &mut script);
+            let mut stdout = std::io::stdout().lock();
+            if let Err(e) = stdout.write_all(&script).and_then(|()| stdout.flush()) {
+                eprintln!("triagectl: cannot write to stdout: {e}");
+                return ExitCode::FAILURE;
+            }
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -238,13 +279,28 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
                 format!("topic {topic} created ({tier})"),
             )
         }
+        Command::Topic(TopicCommand::SetTier { topic, tier }) => {
+            let path = format!(
+                "/topic/tier?topic={}&tier={}",
+                encode(&topic),
+                tier.as_str()
+            );
+            client.post(&path, Bytes::new()).await?;
+            done(
+                "tier set",
+                json!({ "topic": topic, "tier": tier.as_str() }),
+                format!("topic {topic} is {tier}"),
+            )
+        }
         Command::Topic(cmd) => {
             let (endpoint, topic, past) = match cmd {
                 TopicCommand::Delete { topic } => ("delete", topic, "deleted"),
                 TopicCommand::Pause { topic } => ("pause", topic, "paused"),
                 TopicCommand::Unpause { topic } => ("unpause", topic, "unpaused"),
                 TopicCommand::Empty { topic } => ("empty", topic, "emptied"),
-                TopicCommand::List | TopicCommand::Create { .. } => unreachable!("handled above"),
+                TopicCommand::List | TopicCommand::Create { .. } | TopicCommand::SetTier { .. } => {
+                    unreachable!("handled above")
+                }
             };
             let path = format!("/topic/{endpoint}?topic={}", encode(&topic));
             client.post(&path, Bytes::new()).await?;
@@ -340,8 +396,47 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
                 format!("published {count} {noun} to {topic}"),
             )
         }
-        Command::Config(_) => unreachable!("config check runs offline, before the runtime"),
+        Command::Tail {
+            topic,
+            count,
+            tcp_address,
+        } => {
+            // Refuse a typo rather than create a topic by tailing it (SUB
+            // would); this also says early when the broker is unreachable.
+            topic_tier(client, &topic).await?;
+            let addr = match tcp_address {
+                Some(addr) => addr,
+                None => tcp_address_of(client).await?,
+            };
+            let spec = Tail {
+                addr,
+                topic,
+                channel: tail::ephemeral_channel(),
+                limit: count,
+            };
+            let mut stdout = std::io::stdout();
+            tail::tail(&spec, &mut stdout).await?;
+            String::new()
+        }
+        Command::Config(_) | Command::Completions { .. } => {
+            unreachable!("offline commands run before the runtime")
+        }
     })
+}
+
+/// The broker's TCP address: the host `triagectl` reaches its HTTP API on,
+/// and the TCP port `/info` reports.
+async fn tcp_address_of(client: &AdminClient) -> anyhow::Result<String> {
+    let body = client.get("/info").await?;
+    let port = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|info| info["tcp_port"].as_u64())
+        .context("the broker's /info has no tcp_port; pass --tcp-address")?;
+    let authority: hyper::http::uri::Authority = client
+        .addr()
+        .parse()
+        .context("the HTTP address is not HOST:PORT")?;
+    Ok(format!("{}:{port}", authority.host()))
 }
 
 /// The tier the broker gave `topic`: the rules may have chosen it.
@@ -379,16 +474,14 @@ fn config_check(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match triage_config::broker_from_toml(&text) {
-        Ok(_) => {
-            println!("ok");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            // broker_from_toml names the file `<toml>`; name the real one.
-            let message = e.to_string().replace("<toml>", &file.display().to_string());
-            eprintln!("triagectl: {message}");
-            ExitCode::from(2)
-        }
+    let errors = triage_config::check_broker_toml(&text, file);
+    if errors.is_empty() {
+        println!("ok");
+        return ExitCode::SUCCESS;
     }
+    // One line per problem, so every bad key can be fixed in one pass.
+    for error in &errors {
+        eprintln!("triagectl: {error}");
+    }
+    ExitCode::from(2)
 }

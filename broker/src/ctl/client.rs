@@ -38,6 +38,11 @@ pub enum CtlError {
     BadReply { path: String, reason: String },
     #[error("topic {0:?} does not exist")]
     NoSuchTopic(String),
+    /// The broker answered on TCP with an `E_*` error, or broke the protocol.
+    #[error("the broker refused: {0}")]
+    Protocol(String),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// The broker's HTTP admin API at one address.

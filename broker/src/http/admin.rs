@@ -1,6 +1,7 @@
-//! Topic and channel administration: create, delete, empty, pause, unpause.
-//! As nsqd: create makes what is missing; the others need the topic (and
-//! channel) to exist and answer 404 otherwise.
+//! Topic and channel administration: create, delete, empty, pause, unpause,
+//! and (a triage extension) a topic's tier. As nsqd: create makes what is
+//! missing; the others need the topic (and channel) to exist and answer 404
+//! otherwise.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,20 +16,23 @@ use crate::broker::Broker;
 
 type Api = Result<Response, ApiError>;
 
+/// `?tier=`, if given: `memory`, `persistent` or `delayed`.
+fn tier_param(params: &Params) -> Result<Option<Tier>, ApiError> {
+    let Some(raw) = params.get("tier") else {
+        return Ok(None);
+    };
+    raw.parse::<Tier>().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("INVALID_TIER: {raw:?} is not a tier; expected memory, persistent or delayed"),
+        )
+    })
+}
+
 pub async fn topic_create(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {
     let topic = topic_param(&params)?;
     // Extension: `tier=memory|persistent|delayed`; nsqd clients never send it.
-    let tier = match params.get("tier") {
-        None => None,
-        Some(raw) => Some(raw.parse::<Tier>().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "INVALID_TIER: {raw:?} is not a tier; expected memory, persistent or delayed"
-                ),
-            )
-        })?),
-    };
+    let tier = tier_param(&params)?;
     let settings = topic_settings(&params)?;
     broker.topic_with_tier(topic, tier, settings).await?;
     Ok(text("OK"))
@@ -73,6 +77,28 @@ fn topic_settings(params: &Params) -> Result<Option<TopicSettings>, ApiError> {
         batch_window: batch_window.unwrap_or_default(),
         max_attempts: max_attempts.unwrap_or_default(),
     }))
+}
+
+/// `POST /topic/tier?topic=&tier=`, a triage extension. Asking for the tier
+/// a topic already has is a no-op `OK`. Moving an existing topic to another
+/// tier means moving what it holds between memory and the store with
+/// publishers and consumers attached; that is not built yet, so it answers
+/// 501 and changes nothing (delete and re-create the topic with `tier=`).
+pub async fn topic_tier(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {
+    let topic = topic_param(&params)?;
+    let tier = tier_param(&params)?
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "MISSING_ARG_TIER"))?;
+    let current = broker.existing_topic(topic)?.tier;
+    if current == tier {
+        return Ok(text("OK"));
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!(
+            "TIER_CHANGE_NOT_SUPPORTED: changing a topic's tier is not supported yet \
+             ({topic} is {current}); delete it and create it with the tier it needs"
+        ),
+    ))
 }
 
 pub async fn topic_delete(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {

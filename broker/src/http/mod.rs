@@ -50,6 +50,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/topic/empty", post(admin::topic_empty))
         .route("/topic/pause", post(admin::topic_pause))
         .route("/topic/unpause", post(admin::topic_unpause))
+        .route("/topic/tier", post(admin::topic_tier))
         .route("/channel/create", post(admin::channel_create))
         .route("/channel/delete", post(admin::channel_delete))
         .route("/channel/empty", post(admin::channel_empty))

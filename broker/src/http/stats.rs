@@ -119,6 +119,9 @@ pub struct ClientStats {
     pub tls_version: &'static str,
     pub tls_negotiated_protocol: &'static str,
     pub tls_negotiated_protocol_is_mutual: bool,
+    /// Extension: the client's last `BACKPRESSURE` level (0 normal, 1
+    /// degraded, 2 overloaded); 0 for clients that never sent one.
+    pub backpressure_level: u8,
 }
 
 /// nsqd's shape for a disabled e2e latency percentile.
@@ -226,6 +229,7 @@ fn channel_stats(broker: &Broker, channel: &Channel, include_clients: bool) -> C
                         .tls
                         .as_ref()
                         .is_some_and(|t| t.client_certificate),
+                    backpressure_level: c.backpressure(),
                 }
             })
             .collect()

@@ -22,6 +22,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::engine::{cf, Engine};
 use super::schema::{Cf, KeyCodec, Schema, ValueCodec};
 use super::{io_error, StoreError, StoreOptions, SyncPolicy};
+use crate::metrics::Pow2Histogram;
+
+/// `triage_store_fsync_seconds`: microseconds, 1 µs to 2^23 µs (8.4 s).
+pub(crate) type FsyncHistogram = Pow2Histogram<24>;
+/// `triage_store_batch_messages`: 1 to 2^16 messages per write.
+pub(crate) type BatchHistogram = Pow2Histogram<17>;
 
 /// One operation on encoded bytes. Built only through [`Batch`]'s typed
 /// methods, so the bytes always come from a schema's codec.
@@ -154,6 +160,9 @@ pub(crate) struct Counters {
     pub(crate) sync_nanos_max: AtomicU64,
     pub(crate) write_errors: AtomicU64,
     pub(crate) reopens: AtomicU64,
+    /// Lock-free, so recording costs the writer no more than the counters.
+    pub(crate) fsync_micros: FsyncHistogram,
+    pub(crate) batch_messages: BatchHistogram,
     /// Set after a failed write or sync: RocksDB refuses every later write
     /// until the database is reopened (see `engine.rs`). Shared so the
     /// interval ticker can set it too.
@@ -172,11 +181,27 @@ impl Counters {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.sync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
         self.sync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        self.fsync_micros
+            .record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 
     fn record_failure(&self) {
         self.write_errors.fetch_add(1, Ordering::Relaxed);
         self.needs_reopen.store(true, Ordering::Release);
+    }
+}
+
+// Here rather than in `mod.rs` with `Store::stats` only to keep this change
+// out of a file being rewritten; it belongs next to `stats`.
+impl super::Store {
+    /// WAL fsync durations, in microseconds, for `/metrics`.
+    pub(crate) fn fsync_histogram(&self) -> &FsyncHistogram {
+        &self.counters.fsync_micros
+    }
+
+    /// Messages appended per store write, for `/metrics`.
+    pub(crate) fn batch_histogram(&self) -> &BatchHistogram {
+        &self.counters.batch_messages
     }
 }
 
@@ -419,6 +444,9 @@ impl Writer {
         match &result {
             Ok(()) => {
                 c.messages.fetch_add(messages, Ordering::Relaxed);
+                if messages > 0 {
+                    c.batch_messages.record(messages);
+                }
                 if sync {
                     // A synced write's time is dominated by its fsync.
                     c.record_sync(started.elapsed());

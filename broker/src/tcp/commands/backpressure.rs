@@ -25,6 +25,7 @@ pub const EVENTS_TOPIC: &str = "_triage.backpressure";
 
 pub(super) async fn apply(session: &mut Session, level: u8) -> Result<(), ProtocolError> {
     let previous = std::mem::replace(&mut session.backpressure, level);
+    session.info.set_backpressure(level);
     if previous != level {
         tracing::info!(
             client = session.info.id,

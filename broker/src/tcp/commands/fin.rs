@@ -1,4 +1,5 @@
 //! `FIN <id>`: the message is done. Failure is not fatal (`E_FIN_FAILED`).
+//! A finished message's publish-to-FIN time goes to `triage_end_to_end_seconds`.
 
 use std::sync::atomic::Ordering;
 
@@ -13,9 +14,19 @@ pub(super) fn apply(session: &mut Session, id: &MessageId) -> Result<(), Protoco
         .channel
         .as_ref()
         .ok_or_else(|| failed(id, "no channel"))?;
-    channel
+    let published_ns = channel
         .finish(session.info.id, id)
         .map_err(|e| failed(id, &e.to_string()))?;
+    // No tier means the topic is being deleted: nothing worth recording.
+    if let Some(tier) = session.channel_tier {
+        let histogram = session.info.end_to_end.get_or_init(|| {
+            session
+                .broker
+                .metrics
+                .end_to_end(&channel.topic_name, &channel.name, tier)
+        });
+        crate::metrics::observe_end_to_end(histogram, published_ns);
+    }
     session.info.finish_count.fetch_add(1, Ordering::Relaxed);
     channel
         .counters
