@@ -30,18 +30,23 @@ struct TestBroker {
 
 impl TestBroker {
     fn start() -> TestBroker {
+        TestBroker::start_with(|_| {})
+    }
+
+    fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let data = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
+        let mut config = BrokerConfig {
             tcp_address: "127.0.0.1:0".parse().unwrap(),
             http_address: "127.0.0.1:0".parse().unwrap(),
             data_path: data.path().to_owned(),
             ..BrokerConfig::default()
         };
+        tweak(&mut config);
         let server = runtime.block_on(Server::start(config)).unwrap();
         TestBroker {
             runtime,
@@ -114,6 +119,7 @@ fn ctl_at(addr: &str, args: &[&str], stdin: Option<&str>) -> Run {
         .arg(addr)
         .args(args)
         .env_remove("TRIAGECTL_HTTP_ADDRESS")
+        .env_remove("TRIAGECTL_ADMIN_TOKEN")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -225,6 +231,20 @@ fn unknown_topic_is_the_brokers_error_and_exit_1() {
     let run = broker.ctl(&["channel", "list", "ghost"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.stderr, "triagectl: topic \"ghost\" does not exist\n");
+}
+
+#[test]
+fn the_admin_token_is_sent_when_the_broker_wants_one() {
+    const TOKEN: &str = "0123456789abcdef-admin";
+    let broker = TestBroker::start_with(|c| c.admin_token = Some(TOKEN.into()));
+    let run = broker.ctl(&["topic", "create", "guarded"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.starts_with("triagectl: UNAUTHORIZED"), "{run:?}");
+    let run = broker.ctl(&["--admin-token", TOKEN, "topic", "create", "guarded"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(broker.topic_names(), ["guarded"]);
+    // Reads need no token.
+    assert_eq!(broker.ctl(&["topic", "list"]).code, 0);
 }
 
 #[test]
@@ -432,6 +452,7 @@ impl TestBroker {
             .arg(self.server().http_addr.to_string())
             .args(args)
             .env_remove("TRIAGECTL_HTTP_ADDRESS")
+            .env_remove("TRIAGECTL_ADMIN_TOKEN")
             .env_remove("TRIAGECTL_TCP_ADDRESS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -35,6 +35,15 @@ struct Cli {
         value_parser = parse_address
     )]
     http_address: String,
+    /// The broker's admin_token, sent as a bearer token on every request
+    /// (needed for changes when the broker sets one).
+    #[arg(
+        long,
+        global = true,
+        env = "TRIAGECTL_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
     /// Print JSON for scripts instead of tables for people.
     #[arg(long, global = true)]
     json: bool,
@@ -224,7 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let client = AdminClient::new(cli.http_address);
+    let client = AdminClient::new(cli.http_address).with_token(cli.admin_token);
     let output = runtime.block_on(execute(&client, cli.command, cli.json))?;
     let mut stdout = std::io::stdout().lock();
     stdout

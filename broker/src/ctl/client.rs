@@ -51,6 +51,8 @@ pub struct AdminClient {
     /// `host:port`, as given on the command line.
     addr: String,
     http: Client<HttpConnector, Full<Bytes>>,
+    /// The broker's `admin_token`, sent as `Authorization: Bearer`.
+    token: Option<String>,
 }
 
 impl AdminClient {
@@ -58,7 +60,14 @@ impl AdminClient {
         AdminClient {
             addr: addr.into(),
             http: Client::builder(TokioExecutor::new()).build_http(),
+            token: None,
         }
+    }
+
+    /// Sends `token` as a bearer token with every request.
+    pub fn with_token(mut self, token: Option<String>) -> AdminClient {
+        self.token = token;
+        self
     }
 
     pub fn addr(&self) -> &str {
@@ -113,9 +122,13 @@ impl AdminClient {
     }
 
     async fn request(&self, method: Method, path: &str, body: Bytes) -> Result<Bytes, CtlError> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr))
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(body))
             .map_err(|e| CtlError::Unreachable {
                 addr: self.addr.clone(),
