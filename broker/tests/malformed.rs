@@ -1325,3 +1325,97 @@ async fn nsqd_checks_sub_state_before_names() {
     ))
     .await;
 }
+
+// ------------------------------------------------------------------ compressed streams
+
+/// Bytes after a snappy or deflate negotiation that do not decode: nsqd's
+/// reader fails and the connection is closed (no error frame: the stream
+/// can no longer carry one). Sent on a raw socket, since the harness's
+/// client would compress them.
+#[tokio::test]
+async fn garbage_inside_a_compressed_stream_closes_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut harness = Harness::start().await;
+    for (compression, garbage) in [
+        // A data chunk before the stream identifier.
+        ("snappy", &[0x01, 0x05, 0x00, 0x00, 0, 0, 0, 0, b'x'][..]),
+        // A valid identifier, then a chunk whose checksum is wrong.
+        (
+            "snappy",
+            b"\xff\x06\x00\x00sNaPpY\x01\x09\x00\x00\x00\x00\x00\x00NOP\nNOP\n",
+        ),
+        // A reserved unskippable chunk type.
+        ("snappy", b"\xff\x06\x00\x00sNaPpY\x02\x00\x00\x00"),
+        // Deflate block type 3 does not exist.
+        ("deflate", &[0x07, 0x00, 0x00, 0x00][..]),
+        // A zlib header where raw deflate is expected.
+        ("deflate", &[0x78, 0x9c, 0x4b, 0x4c, 0x04, 0x00][..]),
+    ] {
+        let name = format!("{compression} garbage {garbage:02x?}");
+        let mut stream = tokio::net::TcpStream::connect(harness.tb.tcp_addr())
+            .await
+            .unwrap();
+        let identify = json(serde_json::json!({"feature_negotiation": true, compression: true}));
+        stream
+            .write_all(&[&MAGIC_V2[..], &with_body("IDENTIFY\n", &identify)].concat())
+            .await
+            .unwrap();
+        // The JSON reply is the last plain frame; what follows is compressed.
+        let mut input = bytes::BytesMut::new();
+        let reply = loop {
+            match triage_protocol::decode_frame(&mut input, 1 << 20).unwrap() {
+                Some(frame) => break frame,
+                None => {
+                    let read =
+                        tokio::time::timeout(common::READ_TIMEOUT, stream.read_buf(&mut input));
+                    assert!(
+                        read.await.unwrap().unwrap() > 0,
+                        "{name}: closed before the reply"
+                    );
+                }
+            }
+        };
+        let Frame::Response(json_reply) = reply else {
+            panic!("{name}: {}", common::describe(&reply));
+        };
+        let negotiated: serde_json::Value = serde_json::from_slice(&json_reply).unwrap();
+        assert_eq!(negotiated[compression], true, "{name}: {negotiated}");
+        stream.write_all(garbage).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(common::READ_TIMEOUT, async {
+            loop {
+                match stream.read_buf(&mut rest).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{name}: the connection stayed open");
+        harness.witness_still_served(&name).await;
+    }
+    harness.run_all(Vec::new()).await;
+}
+
+/// A line of a few MiB without `\n`, compressed to a few KiB: refused with
+/// E_INVALID once `max_line_len` bytes have been inflated, like a plain one.
+#[tokio::test]
+async fn an_overlong_line_inside_a_compressed_stream_is_invalid() {
+    let mut harness = Harness::start().await;
+    let line = vec![b'A'; 4 << 20];
+    for compression in ["snappy", "deflate"] {
+        let mut client = harness.tb.connect().await;
+        client
+            .identify_ok(serde_json::json!({"feature_negotiation": true, compression: true}))
+            .await;
+        assert!(client.is_compressed(), "{compression} was negotiated");
+        // The broker may close before it has read everything.
+        let _ = client.try_send_raw(&line).await;
+        client.expect_fatal(ErrorCode::Invalid).await;
+        harness
+            .witness_still_served(&format!("{compression} overlong line"))
+            .await;
+    }
+    harness.run_all(Vec::new()).await;
+}
