@@ -24,6 +24,8 @@ const MAX_MSG: u32 = 1024;
 const MAX_BODY: u32 = 4096;
 const MAX_RDY: u64 = 2500;
 const MAX_REQ_MS: u64 = 10_000;
+/// The broker's default `max_line_len`.
+const MAX_LINE: usize = 1024;
 
 /// The topic every malformed publish names: nothing may ever arrive in it.
 const REFUSED: &str = "m";
@@ -110,6 +112,18 @@ fn mpub_body(count: i32, messages: &[&[u8]]) -> Vec<u8> {
 
 fn json(value: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap()
+}
+
+/// An IDENTIFY body of exactly `len` bytes: `{}` and trailing whitespace.
+fn padded_json(len: usize) -> Vec<u8> {
+    let mut body = b"{}".to_vec();
+    body.resize(len, b' ');
+    body
+}
+
+/// `start` padded with `x` to a line of `len` bytes, `\n` included.
+fn padded_line(start: &str, len: usize) -> String {
+    format!("{start}{}\n", "x".repeat(len - start.len() - 1))
 }
 
 /// The broker under test, a consumer that must keep receiving, and a counter
@@ -795,6 +809,29 @@ async fn lying_and_huge_sizes() {
             Fatal(ErrorCode::BadBody),
         ),
         case(
+            "IDENTIFY at max_body_size",
+            Setup::Fresh,
+            with_body("IDENTIFY\n", &padded_json(MAX_BODY as usize)),
+            Response(OK),
+        ),
+        case(
+            "MPUB at max_body_size",
+            Setup::Fresh,
+            with_body(
+                "MPUB ok\n",
+                &mpub_body(
+                    4,
+                    &[
+                        &at_msg,
+                        &at_msg,
+                        &at_msg,
+                        &vec![b'y'; MAX_BODY as usize - 4 - 4 * 4 - 3 * MAX_MSG as usize],
+                    ],
+                ),
+            ),
+            Response(OK),
+        ),
+        case(
             "IDENTIFY not JSON",
             Setup::Fresh,
             with_body("IDENTIFY\n", b"{nope"),
@@ -1121,6 +1158,19 @@ async fn unknown_commands_and_garbage() {
             "no newline within max_line_len",
             Setup::Fresh,
             long_line,
+            Fatal(ErrorCode::Invalid),
+        ),
+        // max_line_len counts the `\n`; extra parameters pad the line.
+        case(
+            "a line of max_line_len bytes",
+            Setup::Fresh,
+            with_body(&padded_line("PUB ok ", MAX_LINE), b"x"),
+            Response(OK),
+        ),
+        case(
+            "a line of max_line_len + 1 bytes",
+            Setup::Fresh,
+            with_body(&padded_line("PUB ok ", MAX_LINE + 1), b"x"),
             Fatal(ErrorCode::Invalid),
         ),
         case(
