@@ -301,16 +301,18 @@ impl StreamDecoder {
     }
 
     /// Decodes everything `input` holds so far into `plain`, `max_out` bytes
-    /// per call, checking that no call exceeds it and that the loop ends.
+    /// per call, checking that no call exceeds it and that the loop ends:
+    /// `plain` may not outgrow what the `fed` bytes given so far can expand to.
     fn drain(
         &mut self,
         input: &mut BytesMut,
         plain: &mut Vec<u8>,
         max_out: usize,
+        fed: usize,
     ) -> Result<(), String> {
         // Neither format expands a byte into more than ~1032 (deflate's
         // limit); a 64 KiB snappy block is the most one chunk yields.
-        let most = input.len().saturating_mul(1100) + 2 * 65536;
+        let most = fed.saturating_mul(1100) + 2 * 65536;
         let mut out = BytesMut::new();
         loop {
             let more = self.decode(input, &mut out, max_out)?;
@@ -323,7 +325,7 @@ impl StreamDecoder {
             out.clear();
             assert!(
                 plain.len() <= most,
-                "decoded {} bytes from far less input: a loop that does not end?",
+                "decoded {} bytes from {fed}: a loop that does not end?",
                 plain.len()
             );
             if !more {
@@ -363,9 +365,11 @@ fn compress_case(data: &[u8]) -> Option<CompressCase<'_>> {
 fn decode_raw(mut decoder: StreamDecoder, case: &CompressCase<'_>, prefix: &[u8]) {
     let mut input = BytesMut::from(prefix);
     let mut plain = Vec::new();
+    let mut fed = prefix.len();
     for piece in pieces(case.input, case.chunk) {
         input.extend_from_slice(piece);
-        if decoder.drain(&mut input, &mut plain, case.max_out).is_err() {
+        fed += piece.len();
+        if decoder.drain(&mut input, &mut plain, case.max_out, fed).is_err() {
             return;
         }
     }
@@ -385,7 +389,7 @@ fn round_trip(
         encode(piece, &mut wire);
         sent += piece.len();
         decoder
-            .drain(&mut wire, &mut plain, case.max_out)
+            .drain(&mut wire, &mut plain, case.max_out, sent)
             .unwrap_or_else(|e| panic!("our own stream failed to decode: {e}"));
         assert_eq!(plain, case.input[..sent], "a flushed piece was held back");
     }

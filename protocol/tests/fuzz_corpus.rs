@@ -583,6 +583,11 @@ fn deflate_seeds() -> Seeds {
             compress_seed(0, 0, &wire),
         ));
     }
+    // From the first fuzz run: a stream fed in small pieces whose output
+    // outgrew the bound the check computed from the last piece alone.
+    let mut bomb = BytesMut::new();
+    DeflateEncoder::new(9).encode(&vec![0; 300_000], &mut bomb);
+    seeds.push(("bomb_in_pieces".into(), compress_seed(3 << 2, 200, &bomb)));
     let raw: [(&str, Vec<u8>); 6] = [
         ("sync_marker", vec![0x00, 0x00, 0x00, 0xff, 0xff]),
         ("final_empty_block", vec![0x03, 0x00]),
