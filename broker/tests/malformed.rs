@@ -207,7 +207,8 @@ impl Harness {
 
     /// A fresh client publishes, the long-lived consumer receives it.
     async fn witness_still_served(&mut self, after: &str) {
-        let body = format!("after {after}");
+        // Short enough for MAX_MSG whatever the case's name.
+        let body: String = format!("after {after}").chars().take(200).collect();
         self.tb.publish_all("witness", [body.clone()]).await;
         let msg = self.witness.read_message().await;
         assert_eq!(body_str(&msg), body, "the witness consumer after {after:?}");
@@ -1469,4 +1470,175 @@ async fn an_overlong_line_inside_a_compressed_stream_is_invalid() {
             .await;
     }
     harness.run_all(Vec::new()).await;
+}
+
+// ------------------------------------------------------------------ random streams
+
+/// One piece of a random client stream: a whole command (valid or not, on a
+/// few shared names and small ids, so FIN/REQ/TOUCH sometimes hit real
+/// in-flight messages), part of one, or raw bytes.
+fn fragment() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    use triage_protocol::Command;
+
+    let topic = prop_oneof![Just("t"), Just("u"), Just("t#ephemeral"), Just("a/b")];
+    let channel = prop_oneof![Just("c"), Just("d#ephemeral"), Just("")];
+    let id = (0u64..4).prop_map(MessageId::from_u64);
+    let body = proptest::collection::vec(any::<u8>(), 1..40).prop_map(bytes::Bytes::from);
+    let command = prop_oneof![
+        (topic.clone(), channel).prop_map(|(t, c)| Command::Sub {
+            topic: t.into(),
+            channel: c.into()
+        }),
+        (topic.clone(), body.clone()).prop_map(|(t, body)| Command::Pub {
+            topic: t.into(),
+            body
+        }),
+        (topic.clone(), proptest::collection::vec(body.clone(), 1..4)).prop_map(|(t, bodies)| {
+            Command::Mpub {
+                topic: t.into(),
+                bodies,
+            }
+        }),
+        (topic, 0u64..200, body.clone()).prop_map(|(t, defer_ms, body)| Command::Dpub {
+            topic: t.into(),
+            defer_ms,
+            body
+        }),
+        (0u64..5).prop_map(Command::Rdy),
+        id.clone().prop_map(Command::Fin),
+        (id.clone(), -5i64..200).prop_map(|(id, timeout_ms)| Command::Req { id, timeout_ms }),
+        id.prop_map(Command::Touch),
+        Just(Command::Cls),
+        Just(Command::Nop),
+        (0u8..4).prop_map(Command::Backpressure),
+        body.prop_map(Command::Auth),
+    ];
+    let encoded = command.prop_map(|c| {
+        let mut out = bytes::BytesMut::new();
+        c.encode(&mut out);
+        out.to_vec()
+    });
+    // IDENTIFY without compression or TLS, so the client can keep reading plainly.
+    let identify = (
+        any::<bool>(),
+        prop_oneof![Just(-1i64), Just(0), Just(999), 1000i64..70_000],
+        prop_oneof![Just(-1i64), Just(0), 1i64..100_000],
+        -1i64..101,
+        prop_oneof![Just(0i64), 500i64..2_000_000],
+    )
+        .prop_map(|(negotiate, heartbeat, buffer, sample, timeout)| {
+            with_body(
+                "IDENTIFY\n",
+                &json(serde_json::json!({
+                    "feature_negotiation": negotiate,
+                    "heartbeat_interval": heartbeat,
+                    "output_buffer_size": buffer,
+                    "sample_rate": sample,
+                    "msg_timeout": timeout,
+                })),
+            )
+        });
+    prop_oneof![
+        6 => encoded.clone(),
+        1 => identify,
+        1 => (encoded, any::<proptest::sample::Index>()).prop_map(|(bytes, cut)| {
+            bytes[..cut.index(bytes.len())].to_vec()
+        }),
+        1 => proptest::collection::vec(any::<u8>(), 0..20),
+    ]
+}
+
+/// Reads everything the broker answers to a random stream: every frame must
+/// decode (the client checks), nothing may follow a fatal error, and the
+/// broker may only close the connection right after a fatal error: a close
+/// without one is a connection task that died.
+async fn check_random_stream(client: &mut Client, what: &str) {
+    let mut fatal_seen: Option<String> = None;
+    loop {
+        match client.read_within(Duration::from_millis(150)).await {
+            common::Read::Frame(frame) => {
+                assert!(
+                    fatal_seen.is_none(),
+                    "{what}: {} after the fatal {fatal_seen:?}",
+                    common::describe(&frame)
+                );
+                if let Frame::Error(text) = &frame {
+                    let (code, _) = triage_protocol::frame::parse_error_text(text)
+                        .unwrap_or_else(|| panic!("{what}: {}", common::describe(&frame)));
+                    if code.is_fatal() {
+                        fatal_seen = Some(String::from_utf8_lossy(text).into_owned());
+                    }
+                }
+            }
+            common::Read::Closed => {
+                assert!(fatal_seen.is_some(), "{what}: closed without a fatal error");
+                return;
+            }
+            common::Read::TimedOut => return,
+        }
+    }
+}
+
+/// Random mixes of valid, malformed and truncated commands, sent in random
+/// pieces: the broker answers each connection sanely and keeps serving others.
+#[test]
+fn random_command_streams_leave_the_broker_serving() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let harness = std::sync::Mutex::new(Some(runtime.block_on(Harness::start())));
+    // Most streams subscribe first (and have messages in flight), so the
+    // fragments after it reach FIN, REQ, TOUCH, RDY and CLS in the right state.
+    let mut subscribed = with_body("PUB t\n", b"first");
+    subscribed.extend(with_body("PUB t\n", b"second"));
+    subscribed.extend(line("SUB t c\nRDY 3\n"));
+    let opening = prop_oneof![
+        1 => Just(Vec::new()),
+        1 => Just(line("SUB t c\n")),
+        3 => Just(subscribed),
+    ];
+    let streams = (
+        opening,
+        proptest::collection::vec(fragment(), 1..12),
+        proptest::collection::vec(any::<proptest::sample::Index>(), 0..3),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&streams, |(opening, fragments, cuts)| {
+        let stream = [opening, fragments.concat()].concat();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+        cuts.push(stream.len());
+        cuts.sort_unstable();
+        runtime.block_on(async {
+            let mut guard = harness.lock().unwrap();
+            let harness = guard.as_mut().unwrap();
+            let mut client = harness.tb.connect().await;
+            let mut start = 0;
+            for end in cuts {
+                // The broker may already have closed after a fatal error.
+                if client.try_send_raw(&stream[start..end]).await.is_err() {
+                    break;
+                }
+                start = end;
+            }
+            let what = format!("stream {:?}", String::from_utf8_lossy(&stream));
+            check_random_stream(&mut client, &what).await;
+            harness.witness_still_served(&what).await;
+        });
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let harness = harness.lock().unwrap().take().unwrap();
+    runtime.block_on(harness.tb.shutdown());
 }
