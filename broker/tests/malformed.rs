@@ -1592,7 +1592,8 @@ fn random_command_streams_leave_the_broker_serving() {
         .enable_all()
         .build()
         .unwrap();
-    let harness = std::sync::Mutex::new(Some(runtime.block_on(Harness::start())));
+    // The runner takes a `Fn`, so the harness it mutates sits behind a lock.
+    let harness = tokio::sync::Mutex::new(runtime.block_on(Harness::start()));
     // Most streams subscribe first (and have messages in flight), so the
     // fragments after it reach FIN, REQ, TOUCH, RDY and CLS in the right state.
     let mut subscribed = with_body("PUB t\n", b"first");
@@ -1619,8 +1620,7 @@ fn random_command_streams_leave_the_broker_serving() {
         cuts.push(stream.len());
         cuts.sort_unstable();
         runtime.block_on(async {
-            let mut guard = harness.lock().unwrap();
-            let harness = guard.as_mut().unwrap();
+            let mut harness = harness.lock().await;
             let mut client = harness.tb.connect().await;
             let mut start = 0;
             for end in cuts {
@@ -1639,6 +1639,5 @@ fn random_command_streams_leave_the_broker_serving() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    let harness = harness.lock().unwrap().take().unwrap();
-    runtime.block_on(harness.tb.shutdown());
+    runtime.block_on(harness.into_inner().tb.shutdown());
 }
