@@ -369,7 +369,10 @@ fn decode_raw(mut decoder: StreamDecoder, case: &CompressCase<'_>, prefix: &[u8]
     for piece in pieces(case.input, case.chunk) {
         input.extend_from_slice(piece);
         fed += piece.len();
-        if decoder.drain(&mut input, &mut plain, case.max_out, fed).is_err() {
+        if decoder
+            .drain(&mut input, &mut plain, case.max_out, fed)
+            .is_err()
+        {
             return;
         }
     }
