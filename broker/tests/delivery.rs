@@ -187,8 +187,7 @@ async fn req_zero_redelivers_at_once_with_attempts_plus_one() {
         (first.id, &first.body, first.timestamp_ns)
     );
     assert_eq!(second.attempts, 2);
-    // A negative timeout is clamped to 0 (not an error), as nsqd does.
-    c.req(&second.id, -5).await;
+    c.req(&second.id, 0).await;
     let third = c.read_message().await;
     assert_eq!((third.id, third.attempts), (first.id, 3));
     c.fin(&third.id).await;

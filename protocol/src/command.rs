@@ -384,7 +384,7 @@ fn parse_line(line: &[u8]) -> Result<Line, ProtocolError> {
             params.require(3, "REQ insufficient number of params")?;
             let id = message_id(params.get(1))?;
             let raw = params.get(2);
-            let timeout_ms = parse_signed_base10(raw)
+            let timeout_ms = parse_req_timeout(raw)
                 .ok_or_else(|| invalid(format!("REQ could not parse timeout {}", lossy(raw))))?;
             Line::Complete(Command::Req { id, timeout_ms })
         }
@@ -490,14 +490,16 @@ fn parse_base10(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// REQ's timeout: like [`parse_base10`], and a leading `-` is accepted so the
-/// broker can clamp a negative timeout to 0 as nsqd does.
-fn parse_signed_base10(raw: &[u8]) -> Option<i64> {
-    match raw.strip_prefix(b"-") {
-        Some(digits) if !digits.is_empty() => 0i64.checked_sub_unsigned(parse_base10(digits)?),
-        Some(_) => None,
-        None => i64::try_from(parse_base10(raw)?).ok(),
+/// REQ's timeout: digits only, as nsqd's ByteToBase10 (a `-` is refused).
+/// A value past `i64::MAX` saturates; the broker clamps every timeout to
+/// `max_req_timeout` anyway (nsqd wraps such a value negative and clamps it
+/// to 0 instead, an accident of its integer conversion).
+fn parse_req_timeout(raw: &[u8]) -> Option<i64> {
+    // Empty is 0, as ByteToBase10 reads it.
+    if !raw.iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    Some(parse_base10(raw).map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX)))
 }
 
 /// The 4-byte big-endian signed length at `at`, once it has arrived.
@@ -620,8 +622,10 @@ fn check_mpub_count(
     if count <= 0 || i64::from(count) > max_messages {
         return Err(bad_body(format!("MPUB invalid message count {count}")));
     }
-    // nsqd would go on reading past the declared body; we know now it cannot hold them.
-    if count as usize > (body_size - 4) / 5 {
+    // nsqd would go on reading past the declared body; we know now it cannot
+    // hold them. Only the 4-byte sizes count here: an empty message must
+    // reach its own check and be named E_BAD_MESSAGE, as nsqd names it.
+    if count as usize > (body_size - 4) / 4 {
         return Err(bad_body(format!(
             "MPUB message count {count} does not fit body size {body_size}"
         )));
@@ -794,20 +798,14 @@ mod tests {
     }
 
     #[test]
-    fn signed_base10_accepts_a_minus_sign() {
-        assert_eq!(parse_signed_base10(b"-5"), Some(-5));
-        assert_eq!(parse_signed_base10(b"5"), Some(5));
-        assert_eq!(parse_signed_base10(b""), Some(0));
-        assert_eq!(parse_signed_base10(b"-9223372036854775808"), Some(i64::MIN));
-        assert_eq!(parse_signed_base10(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [
-            &b"-"[..],
-            b"--1",
-            b"9223372036854775808",
-            b"-9223372036854775809",
-            b"1-",
-        ] {
-            assert_eq!(parse_signed_base10(bad), None, "{bad:?}");
+    fn req_timeouts_are_digits_and_saturate() {
+        assert_eq!(parse_req_timeout(b"5"), Some(5));
+        assert_eq!(parse_req_timeout(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_req_timeout(b"9223372036854775808"), Some(i64::MAX));
+        assert_eq!(parse_req_timeout(b"18446744073709551616"), Some(i64::MAX));
+        assert_eq!(parse_req_timeout(b""), Some(0));
+        for bad in [&b"-1"[..], b"-", b"+1", b"1-", b"1.5"] {
+            assert_eq!(parse_req_timeout(bad), None, "{bad:?}");
         }
     }
 

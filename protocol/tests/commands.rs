@@ -79,11 +79,11 @@ fn every_command() -> Vec<Command> {
         },
         Command::Req {
             id: id(4),
-            timeout_ms: -1,
+            timeout_ms: 3_600_000,
         },
         Command::Req {
             id: id(5),
-            timeout_ms: i64::MIN,
+            timeout_ms: i64::MAX,
         },
         Command::Touch(id(u64::MAX)),
         Command::Cls,
@@ -180,9 +180,9 @@ fn exact_wire_forms() {
         (
             Command::Req {
                 id: id(1),
-                timeout_ms: -20,
+                timeout_ms: 20,
             },
-            b"REQ 0000000000000001 -20\n".to_vec(),
+            b"REQ 0000000000000001 20\n".to_vec(),
         ),
         (Command::Touch(id(1)), b"TOUCH 0000000000000001\n".to_vec()),
         (Command::Cls, b"CLS\n".to_vec()),
