@@ -234,6 +234,42 @@ fn unknown_topic_is_the_brokers_error_and_exit_1() {
 }
 
 #[test]
+fn topic_create_sets_delayed_tier_settings() {
+    let broker = TestBroker::start();
+    broker.ok(&[
+        "topic",
+        "create",
+        "sla",
+        "--tier",
+        "delayed",
+        "--delay",
+        "30m",
+        "--batch-window",
+        "1m",
+        "--max-attempts",
+        "5",
+    ]);
+    let topic = broker.server().broker.existing_topic("sla").unwrap();
+    assert_eq!(topic.settings.delay, std::time::Duration::from_secs(1800));
+    assert_eq!(
+        topic.settings.batch_window,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(topic.settings.max_attempts, 5);
+    let run = broker.ctl(&[
+        "topic",
+        "create",
+        "p",
+        "--tier",
+        "persistent",
+        "--delay",
+        "5s",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("INVALID_SETTINGS"), "{run:?}");
+}
+
+#[test]
 fn the_admin_token_is_sent_when_the_broker_wants_one() {
     const TOKEN: &str = "0123456789abcdef-admin";
     let broker = TestBroker::start_with(|c| c.admin_token = Some(TOKEN.into()));

@@ -103,6 +103,15 @@ enum TopicCommand {
         /// memory, persistent or delayed; the broker's tier rules decide when omitted.
         #[arg(long, value_parser = parse_tier)]
         tier: Option<Tier>,
+        /// Delayed tier: every publish waits this long (e.g. 30m).
+        #[arg(long, value_name = "DURATION")]
+        delay: Option<String>,
+        /// Delayed tier: messages due within one window are released together (e.g. 1h).
+        #[arg(long, value_name = "DURATION")]
+        batch_window: Option<String>,
+        /// A message delivered this many times that comes back moves to <topic>.dead.
+        #[arg(long, value_name = "N")]
+        max_attempts: Option<u16>,
     },
     Delete {
         #[arg(value_parser = parse_topic)]
@@ -274,11 +283,28 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
                 table::topic_list(&stats)
             }
         }
-        Command::Topic(TopicCommand::Create { topic, tier }) => {
+        Command::Topic(TopicCommand::Create {
+            topic,
+            tier,
+            delay,
+            batch_window,
+            max_attempts,
+        }) => {
             let mut path = format!("/topic/create?topic={}", encode(&topic));
             if let Some(tier) = tier {
                 path.push_str("&tier=");
                 path.push_str(tier.as_str());
+            }
+            // The broker checks the values and names a bad one.
+            let settings = [
+                ("delay", delay),
+                ("batch_window", batch_window),
+                ("max_attempts", max_attempts.map(|n| n.to_string())),
+            ];
+            for (key, value) in settings {
+                if let Some(value) = value {
+                    path.push_str(&format!("&{key}={}", encode(&value)));
+                }
             }
             client.post(&path, Bytes::new()).await?;
             let tier = topic_tier(client, &topic).await?;
