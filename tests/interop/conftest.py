@@ -204,6 +204,28 @@ def broker(tmp_path):
                     % (status, running.log_text()[-4000:]), pytrace=False)
 
 
+@pytest.fixture
+def tls_broker(tmp_path):
+    """A triaged that requires TLS, with a self-signed certificate for
+    127.0.0.1 made by openssl for this test."""
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60)
+    data_path = tmp_path / "data"
+    data_path.mkdir()
+    running = start_broker(data_path, ["--tls-cert=%s" % cert, "--tls-key=%s" % key,
+                                       "--tls-required"])
+    running.cert = str(cert)
+    yield running
+    status = stop_broker(running)
+    if status != 0:
+        pytest.fail("triaged did not shut down cleanly on SIGTERM (%s):\n%s"
+                    % (status, running.log_text()[-4000:]), pytrace=False)
+
+
 def lookupd_bin():
     explicit = os.environ.get("TRIAGE_LOOKUPD_BIN")
     if explicit:

@@ -169,6 +169,36 @@ def test_writer_pub_mpub_dpub_reader_receives_all(broker, topic, compression):
     assert stats["requeue_count"] == 0, stats
 
 
+@pytest.mark.parametrize("compression", [{}, {"snappy": True}, {"deflate": True}],
+                         ids=["tls", "tls+snappy", "tls+deflate"])
+def test_tls_reader_and_writer_on_a_broker_that_requires_tls(tls_broker, topic, compression):
+    """pynsq's TLS mode (tls_v1, verifying the broker's certificate), alone
+    and under snappy or deflate, against a broker with --tls-required."""
+    import ssl
+    tls = dict(compression, tls_v1=True,
+               tls_options={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": tls_broker.cert})
+    bodies = payloads("pynsq-tls-" + ("-".join(compression) or "plain"))
+
+    async def scenario():
+        collector = Collector(len(bodies))
+        reader = make_reader(tls_broker, topic, collector, **tls)
+        await wait_until(lambda: reader.conns, "the pynsq Reader to connect over TLS and SUB")
+        writer = await connected_writer(tls_broker, **tls)
+        try:
+            await publish(writer, "mpub", topic, bodies)
+            await collector.wait()
+            stats = await settle(tls_broker, topic)
+        finally:
+            close_writer(writer)
+            reader.close()
+        return collector, stats
+
+    collector, stats = run(scenario)
+    assert_same_bodies(collector.bodies(), bodies)
+    assert stats["clients"], stats
+    assert all(c["tls"] and c["tls_version"].startswith("TLS1.") for c in stats["clients"]), stats
+
+
 @pytest.mark.parametrize("compression", [{"snappy": True}, {"deflate": True, "deflate_level": 1}],
                          ids=["snappy", "deflate"])
 def test_compressed_writer_publishes(broker, topic, compression):
