@@ -54,7 +54,25 @@ pub struct Metrics {
     /// `triage_end_to_end_seconds`; the collector drops the series of
     /// channels that no longer exist.
     end_to_end: HistogramVec,
+    /// `triage_client_disconnects_total` by reason: which limit (or what
+    /// else) ended each connection.
+    disconnects: IntCounterVec,
 }
+
+/// Why a TCP connection ended, as `triage_client_disconnects_total` labels
+/// it: the limits (`handshake_timeout`, `heartbeats_missed`, `write_timeout`
+/// for a consumer that stops reading, `protocol_error` for a line or body
+/// past its cap and any other fatal error) and the ordinary ends.
+pub const DISCONNECT_REASONS: &[&str] = &[
+    "closed",
+    "shutdown",
+    "protocol_error",
+    "io_error",
+    "write_timeout",
+    "heartbeats_missed",
+    "handshake_timeout",
+    "channel_deleted",
+];
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,6 +135,26 @@ impl Metrics {
                 "Configured largest number of TCP connections (max-connections).",
                 config.max_connections as i64,
             ),
+            (
+                "triage_config_max_body_size",
+                "Configured largest command body in bytes, a whole MPUB (max-body-size).",
+                i64::from(config.max_body_size),
+            ),
+            (
+                "triage_config_max_line_len",
+                "Configured longest command line in bytes (max-line-len).",
+                config.max_line_len as i64,
+            ),
+            (
+                "triage_config_max_output_buffer_size",
+                "Configured largest output buffer a client may ask for, in bytes.",
+                config.max_output_buffer_size as i64,
+            ),
+            (
+                "triage_config_handshake_timeout_seconds",
+                "Configured time a new connection has for the magic and its first command.",
+                config.handshake_timeout.as_secs() as i64,
+            ),
         ];
         let register = |c: Box<dyn Collector>| registry.register(c).expect("unique metric names");
         for (name, help, value) in bounds {
@@ -124,6 +162,19 @@ impl Metrics {
             gauge.set(value);
             register(Box::new(gauge));
         }
+        let disconnects = IntCounterVec::new(
+            Opts::new(
+                "triage_client_disconnects_total",
+                "TCP connections ended, by reason (a limit that cut it off, an error, or a normal close).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in DISCONNECT_REASONS {
+            // Every reason shows from the start, at 0.
+            disconnects.with_label_values(&[reason]);
+        }
+        register(Box::new(disconnects.clone()));
         register(Box::new(clients.clone()));
         register(Box::new(publish));
         register(Box::new(BrokerCollector::new(broker, end_to_end.clone())));
@@ -132,7 +183,14 @@ impl Metrics {
             clients,
             publish_seconds,
             end_to_end,
+            disconnects,
         }
+    }
+
+    /// Counts a connection that ended, by one of [`DISCONNECT_REASONS`].
+    pub fn disconnected(&self, reason: &'static str) {
+        debug_assert!(DISCONNECT_REASONS.contains(&reason), "{reason}");
+        self.disconnects.with_label_values(&[reason]).inc();
     }
 
     /// The `triage_end_to_end_seconds` series of one channel. Resolving it

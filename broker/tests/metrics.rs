@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use common::start_broker;
+use common::{start_broker, Client};
 use triage_protocol::Command;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -462,13 +462,20 @@ async fn labels_are_bounded_and_values_escaped() {
     })
     .await;
     let s = scrape(http).await;
-    let allowed: HashSet<&str> = ["topic", "channel", "tier", "le", "level"].into();
+    // `reason` takes only the values of DISCONNECT_REASONS (checked below).
+    let allowed: HashSet<&str> = ["topic", "channel", "tier", "le", "level", "reason"].into();
     for sample in &s {
         for label in sample.labels.keys() {
             assert!(
                 allowed.contains(label.as_str()),
                 "unbounded label {label} on {}",
                 sample.name
+            );
+        }
+        if let Some(reason) = sample.labels.get("reason") {
+            assert!(
+                triage_broker::metrics::DISCONNECT_REASONS.contains(&reason.as_str()),
+                "{reason}"
             );
         }
     }
@@ -636,5 +643,48 @@ async fn store_histograms_count_fsyncs_and_batch_sizes() {
     assert!((1.0..=6.0).contains(&writes), "{writes} writes");
     let at_most_two = value(&s, "triage_store_batch_messages_bucket", &[("le", "2")]).unwrap();
     assert!(at_most_two < writes, "the MPUB's write is above le=2");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn disconnects_are_counted_by_the_limit_that_cut_them_off() {
+    let broker = start_broker(|c| c.handshake_timeout = Duration::from_millis(300)).await;
+    let http = broker.server.http_addr;
+    let s = scrape(http).await;
+    for reason in triage_broker::metrics::DISCONNECT_REASONS {
+        let labels: &[(&str, &str)] = &[("reason", reason)];
+        assert_eq!(
+            value(&s, "triage_client_disconnects_total", labels),
+            Some(0.0),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        value(&s, "triage_config_max_line_len", &[]),
+        Some(broker.broker().config.max_line_len as f64)
+    );
+
+    // Connects and says nothing: cut off at the handshake deadline.
+    let mut idle = Client::connect_raw(broker.tcp_addr()).await;
+    idle.expect_closed_within(Duration::from_secs(5)).await;
+    // A line past max_line_len: a fatal protocol error.
+    let mut long = broker.connect().await;
+    long.send_raw(format!("PUB {}\n", "x".repeat(2000)).as_bytes())
+        .await;
+    long.expect_fatal(triage_protocol::ErrorCode::Invalid).await;
+    // An ordinary close.
+    let mut polite = broker.connect().await;
+    polite.assert_alive().await;
+    drop(polite);
+
+    let counted = |s: &[Sample], reason: &str| {
+        value(s, "triage_client_disconnects_total", &[("reason", reason)]).unwrap_or(0.0)
+    };
+    scrape_until(http, "three disconnects", |s| {
+        counted(s, "handshake_timeout") == 1.0
+            && counted(s, "protocol_error") == 1.0
+            && counted(s, "closed") == 1.0
+    })
+    .await;
     broker.shutdown().await;
 }

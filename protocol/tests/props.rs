@@ -117,7 +117,7 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         any::<u64>().prop_map(Command::Rdy),
         id().prop_map(Command::Fin),
-        (id(), any::<i64>()).prop_map(|(id, timeout_ms)| Command::Req { id, timeout_ms }),
+        (id(), 0..=i64::MAX).prop_map(|(id, timeout_ms)| Command::Req { id, timeout_ms }),
         id().prop_map(Command::Touch),
         Just(Command::Cls),
         Just(Command::Nop),

@@ -59,6 +59,22 @@ enum Exit {
     ChannelGone,
 }
 
+impl Exit {
+    /// The `triage_client_disconnects_total` reason.
+    fn reason(&self) -> &'static str {
+        match self {
+            Exit::Eof => "closed",
+            Exit::Shutdown => "shutdown",
+            Exit::Fatal(_) => "protocol_error",
+            Exit::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => "write_timeout",
+            Exit::Io(_) => "io_error",
+            Exit::HeartbeatsMissed => "heartbeats_missed",
+            Exit::HandshakeTimeout => "handshake_timeout",
+            Exit::ChannelGone => "channel_deleted",
+        }
+    }
+}
+
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -147,6 +163,7 @@ impl Session {
                 tracing::info!(client = self.info.id, addr = %self.info.remote_addr, reason = %exit, "client closed")
             }
         }
+        self.broker.metrics.disconnected(exit.reason());
         if let Exit::Fatal(err) = &exit {
             frame::encode_error(err, &mut self.conn.output);
         }
