@@ -373,3 +373,28 @@ async fn the_admin_token_guards_every_mutating_http_endpoint() {
     assert_eq!(http_status(http, "GET", "/ping", None).await, 200);
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_auth_server_refuses_the_client() {
+    // A loopback port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let tb = broker_with(closed, AuthHttpRequestMethod::Get).await;
+    let mut client = tb.connect().await;
+    client.send(&Command::Auth(Bytes::from("s3cret"))).await;
+    assert_eq!(
+        client.expect_fatal(ErrorCode::AuthFailed).await,
+        "AUTH failed"
+    );
+    let mut other = tb.connect().await;
+    other
+        .send(&Command::Pub {
+            topic: "t".into(),
+            body: Bytes::from("x"),
+        })
+        .await;
+    other.expect_fatal(ErrorCode::AuthFirst).await;
+    tb.shutdown().await;
+}

@@ -1047,3 +1047,34 @@ async fn an_ephemeral_first_channel_gets_what_a_persistent_topic_held() {
     assert_eq!(body_str(&tail.read_message().await), "d");
     tb.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_cut_off_and_its_messages_go_to_others() {
+    let tb = start_broker(|_| {}).await;
+    // Subscribes with a lot of credit, then never reads a byte.
+    let mut stalled = tb.connect().await;
+    stalled
+        .identify_ok(serde_json::json!({ "feature_negotiation": true, "heartbeat_interval": 1000 }))
+        .await;
+    stalled.sub("big", "c").await;
+    stalled.rdy(2500).await;
+    // Far more than loopback socket buffers hold: the broker's writes block.
+    let body = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let mut producer = tb.connect().await;
+    for _ in 0..8 {
+        producer.mpub("big", vec![body.clone(); 50]).await;
+    }
+    let broker = tb.broker().clone();
+    common::wait_until("the stalled consumer to be cut off", || {
+        broker
+            .existing_channel("big", "c")
+            .is_ok_and(|c| c.snapshot().clients.is_empty())
+    })
+    .await;
+    // What it held in flight is requeued at once for whoever comes next.
+    let mut next = tb.consumer("big", "c", 500).await;
+    let got = next.read_messages(400).await;
+    assert!(got.iter().all(|m| m.body.len() == 64 * 1024));
+    drop(stalled);
+    tb.shutdown().await;
+}
