@@ -529,15 +529,7 @@ impl Topic {
                 (self.next_seq.load(Ordering::Relaxed), None, pending, None)
             }
         };
-        let channel = Channel::new(
-            &self.name,
-            name,
-            bound,
-            self.settings.max_attempts,
-            durable,
-            self.cancel.child_token(),
-        );
-        self.tracker.spawn(channel.clone().run_timer());
+        let channel = self.new_channel(name, bound, durable);
         // Held in memory, so not (only) on disk: into memory whatever the window.
         channel.put_in_memory(pending);
         if let Some((store, from, upto)) = load_held {
@@ -552,6 +544,20 @@ impl Topic {
         state.channels.insert(name.to_owned(), channel.clone());
         tracing::info!(topic = %self.name, channel = name, "channel created");
         Ok((channel, Some(starts_at)))
+    }
+
+    /// A channel of this topic, with its timer task running.
+    fn new_channel(&self, name: &str, bound: u64, durable: Option<Durable>) -> Arc<Channel> {
+        let channel = Channel::new(
+            &self.name,
+            name,
+            bound,
+            self.settings.max_attempts,
+            durable,
+            self.cancel.child_token(),
+        );
+        self.tracker.spawn(channel.clone().run_timer());
+        channel
     }
 
     /// Recovery: a channel as the store remembers it (`watermark`: every seq
@@ -570,15 +576,7 @@ impl Topic {
             store: store.clone(),
             defer_requeues: self.tier != Tier::Memory,
         });
-        let channel = Channel::new(
-            &self.name,
-            name,
-            bound,
-            self.settings.max_attempts,
-            durable,
-            self.cancel.child_token(),
-        );
-        self.tracker.spawn(channel.clone().run_timer());
+        let channel = self.new_channel(name, bound, durable);
         channel.pause(paused);
         self.checkpointed_lock()
             .watermarks

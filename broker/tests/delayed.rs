@@ -11,19 +11,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{body_str, start_broker, TestBroker, QUIET};
+use common::{body_str, now_ms, start_broker, TestBroker, QUIET};
 use serde_json::Value;
 use triage_config::{Tier, TopicSettings};
 use triage_protocol::Message;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 async fn create(tb: &TestBroker, topic: &str, tier: Tier, settings: TopicSettings) {
     tb.broker()

@@ -8,18 +8,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::triaged::Triaged;
-use common::{body_str, Client};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use common::{body_str, now_ms, Client};
 
 /// Bodies are `<n>@<earliest due, Unix ms>`.
 fn due_of(body: &str) -> u64 {

@@ -671,6 +671,14 @@ pub fn bodies(prefix: &str, n: usize) -> Vec<Bytes> {
         .collect()
 }
 
+/// Wall-clock milliseconds since the Unix epoch, for due times.
+pub fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    u64::try_from(since.as_millis()).expect("fits in u64")
+}
+
 pub fn body_str(msg: &Message) -> String {
     String::from_utf8(msg.body.to_vec()).expect("test bodies are UTF-8")
 }
