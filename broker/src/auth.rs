@@ -126,8 +126,14 @@ fn grant_from(answer: Answer, from_server: bool) -> Result<Grant, String> {
                 other => return Err(format!("unknown permission {other:?}")),
             }
         }
-        let compile =
-            |re: &str| Regex::new(re).map_err(|e| format!("unable to compile {re:?}: {e}"));
+        let compile = |re: &str| {
+            Regex::new(re).map_err(|e| {
+                // regex draws the pattern over several lines; keep the reason.
+                let text = e.to_string();
+                let reason = text.lines().last().unwrap_or("invalid").trim().to_owned();
+                format!("unable to compile {re:?}: {reason}")
+            })
+        };
         authorizations.push(Authorization {
             topic: compile(&a.topic)?,
             channels: a
