@@ -125,7 +125,8 @@ impl Drop for TestCluster {
                 broker.shutdown().await;
             }
             if let Some(lookupd) = lookupd {
-                let stopped = tokio::time::timeout(Duration::from_secs(5), lookupd.shutdown()).await;
+                let stopped =
+                    tokio::time::timeout(Duration::from_secs(5), lookupd.shutdown()).await;
                 // Don't turn a failing test's panic into an abort.
                 if !std::thread::panicking() {
                     stopped.expect("lookupd shut down within 5 s");
@@ -199,7 +200,11 @@ fn stats_sum_every_broker_lookupd_knows() {
         .collect();
     depths.sort_unstable();
     assert_eq!(depths, [1, 2, 3]);
-    let share = find(&billing["brokers"], "address", &cluster.http_addresses(&[2])[0]);
+    let share = find(
+        &billing["brokers"],
+        "address",
+        &cluster.http_addresses(&[2])[0],
+    );
     assert_eq!(share["depth"], 3, "{share}");
 
     let run = cluster.ctl(&["stats"]);
@@ -315,7 +320,10 @@ fn a_broker_that_refuses_is_one_line_and_exit_1() {
     let run = cluster.ctl(&["topic", "pause", "jobs"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.stdout.lines().count(), 2, "{run:?}");
-    let refused = format!("triagectl: the broker at {}: ", cluster.http_addresses(&[2])[0]);
+    let refused = format!(
+        "triagectl: the broker at {}: ",
+        cluster.http_addresses(&[2])[0]
+    );
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     assert!(run.stderr.starts_with(&refused), "{run:?}");
     let paused: Vec<bool> = cluster

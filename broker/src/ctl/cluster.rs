@@ -55,7 +55,9 @@ impl Cluster {
             match ask(lookupd, &path).await {
                 Ok(reply) => brokers.extend(producer_addresses(lookupd, &reply)?),
                 // One lookupd not knowing the topic is normal; another may.
-                Err(CtlError::Lookupd { status: Some(404), .. }) => {}
+                Err(CtlError::Lookupd {
+                    status: Some(404), ..
+                }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -91,7 +93,9 @@ impl Cluster {
             .zip(answers)
             .map(|(addr, answer)| {
                 let answer = answer.unwrap_or_else(|| {
-                    Err(CtlError::Protocol(format!("the request to {addr} was lost")))
+                    Err(CtlError::Protocol(format!(
+                        "the request to {addr} was lost"
+                    )))
                 });
                 (addr.clone(), answer)
             })
