@@ -15,6 +15,7 @@ use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::{json, Value};
 use triage_broker::ctl::client::{encode, AdminClient, CtlError};
+use triage_broker::ctl::cluster::{self, Cluster};
 use triage_broker::ctl::table;
 use triage_broker::ctl::tail::{self, Tail};
 use triage_config::Tier;
@@ -44,6 +45,18 @@ struct Cli {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// A lookupd's HTTP address, HOST:PORT (repeatable, or comma-separated):
+    /// `stats`, `topic list` and topic and channel changes then act on every
+    /// broker lookupd knows (changes: every broker holding the topic) instead
+    /// of --http-address. Other commands still use --http-address.
+    #[arg(
+        long,
+        global = true,
+        env = "TRIAGECTL_LOOKUPD_HTTP_ADDRESS",
+        value_delimiter = ',',
+        value_parser = parse_address
+    )]
+    lookupd_http_address: Vec<String>,
     /// Print JSON for scripts instead of tables for people.
     #[arg(long, global = true)]
     json: bool,
@@ -228,7 +241,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One plain sentence on stderr: what an admin needs, no backtrace.
             eprintln!("triagectl: {e:#}");
@@ -237,19 +250,256 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; a cluster command that failed on some brokers has
+/// printed one line per failure and exits 1.
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let client = AdminClient::new(cli.http_address).with_token(cli.admin_token);
-    let output = runtime.block_on(execute(&client, cli.command, cli.json))?;
+    let (output, failures) =
+        if !cli.lookupd_http_address.is_empty() && is_cluster_wide(&cli.command) {
+            let cluster = Cluster::new(&cli.lookupd_http_address, cli.admin_token);
+            runtime.block_on(execute_cluster(&cluster, cli.command, cli.json))?
+        } else {
+            let client = AdminClient::new(cli.http_address).with_token(cli.admin_token);
+            let output = runtime.block_on(execute(&client, cli.command, cli.json))?;
+            (output, Vec::new())
+        };
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(output.as_bytes())
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
-    Ok(())
+    for failure in &failures {
+        eprintln!("triagectl: {failure}");
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A topic or channel change: the request and how to describe it.
+struct Change {
+    topic: String,
+    /// `topic orders` or `channel orders/billing`.
+    subject: String,
+    path: String,
+    past: &'static str,
+    fields: Value,
+}
+
+impl Change {
+    fn is_create_topic(&self) -> bool {
+        self.path.starts_with("/topic/create?")
+    }
+}
+
+/// The change `command` asks for, if it is one that runs cluster-wide.
+fn change_of(command: &Command) -> Option<Change> {
+    let topic_change = |endpoint: &str, topic: &String, past| Change {
+        topic: topic.clone(),
+        subject: format!("topic {topic}"),
+        path: format!("/topic/{endpoint}?topic={}", encode(topic)),
+        past,
+        fields: json!({ "topic": topic }),
+    };
+    Some(match command {
+        Command::Topic(TopicCommand::Create {
+            topic,
+            tier,
+            delay,
+            batch_window,
+            max_attempts,
+        }) => {
+            let mut change = topic_change("create", topic, "created");
+            if let Some(tier) = tier {
+                change.path.push_str("&tier=");
+                change.path.push_str(tier.as_str());
+            }
+            // The broker checks the values and names a bad one.
+            let settings = [
+                ("delay", delay.clone()),
+                ("batch_window", batch_window.clone()),
+                ("max_attempts", max_attempts.map(|n| n.to_string())),
+            ];
+            for (key, value) in settings {
+                if let Some(value) = value {
+                    change.path.push_str(&format!("&{key}={}", encode(&value)));
+                }
+            }
+            change
+        }
+        Command::Topic(TopicCommand::Delete { topic }) => topic_change("delete", topic, "deleted"),
+        Command::Topic(TopicCommand::Pause { topic }) => topic_change("pause", topic, "paused"),
+        Command::Topic(TopicCommand::Unpause { topic }) => {
+            topic_change("unpause", topic, "unpaused")
+        }
+        Command::Topic(TopicCommand::Empty { topic }) => topic_change("empty", topic, "emptied"),
+        Command::Channel(cmd) => {
+            let (endpoint, args, past) = match cmd {
+                ChannelCommand::Create(args) => ("create", args, "created"),
+                ChannelCommand::Delete(args) => ("delete", args, "deleted"),
+                ChannelCommand::Pause(args) => ("pause", args, "paused"),
+                ChannelCommand::Unpause(args) => ("unpause", args, "unpaused"),
+                ChannelCommand::Empty(args) => ("empty", args, "emptied"),
+                ChannelCommand::List { .. } => return None,
+            };
+            let ChannelArgs { topic, channel } = args;
+            Change {
+                topic: topic.clone(),
+                subject: format!("channel {topic}/{channel}"),
+                path: format!(
+                    "/channel/{endpoint}?topic={}&channel={}",
+                    encode(topic),
+                    encode(channel)
+                ),
+                past,
+                fields: json!({ "topic": topic, "channel": channel }),
+            }
+        }
+        _ => return None,
+    })
+}
+
+fn is_cluster_wide(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Stats { .. } | Command::Topic(TopicCommand::List)
+    ) || change_of(command).is_some()
+}
+
+/// Runs one command on the brokers lookupd names; returns what to print and
+/// one sentence per broker that failed.
+async fn execute_cluster(
+    cluster: &Cluster,
+    command: Command,
+    as_json: bool,
+) -> anyhow::Result<(String, Vec<String>)> {
+    if let Some(change) = change_of(&command) {
+        return Ok(change_cluster(cluster, change, as_json).await?);
+    }
+    let (topic, listing) = match command {
+        Command::Stats { topic } => (topic, false),
+        _ => (None, true),
+    };
+    let brokers = cluster.brokers().await?;
+    if brokers.is_empty() {
+        anyhow::bail!("lookupd knows no brokers");
+    }
+    let answers = cluster
+        .on_each(&brokers, |client| {
+            let topic = topic.clone();
+            async move { client.stats(topic.as_deref(), false).await }
+        })
+        .await;
+    let mut reached = Vec::new();
+    let mut failures = Vec::new();
+    for (addr, answer) in answers {
+        match answer {
+            Ok(stats) => reached.push((addr, stats)),
+            Err(e) => failures.push(broker_failure(&addr, &e)),
+        }
+    }
+    let total = cluster::aggregate(&reached);
+    let output = if listing {
+        topic_list(&total, as_json)
+    } else if as_json {
+        format!("{total}\n")
+    } else {
+        table::stats(&total)
+    };
+    Ok((output, failures))
+}
+
+/// Makes `change` on every broker holding its topic (every broker, to create
+/// one); one line per broker that made it, one failure per broker that did not.
+async fn change_cluster(
+    cluster: &Cluster,
+    change: Change,
+    as_json: bool,
+) -> Result<(String, Vec<String>), CtlError> {
+    let create = change.is_create_topic();
+    let brokers = if create {
+        cluster.brokers().await?
+    } else {
+        cluster.brokers_holding(&change.topic).await?
+    };
+    if brokers.is_empty() {
+        return Err(CtlError::NoSuchTopic(change.topic));
+    }
+    let answers = cluster
+        .on_each(&brokers, |client| {
+            let path = change.path.clone();
+            let topic = change.topic.clone();
+            async move {
+                client.post(&path, Bytes::new()).await?;
+                if create {
+                    topic_tier(&client, &topic).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        })
+        .await;
+    let mut lines = String::new();
+    let mut per_broker = Vec::new();
+    let mut failures = Vec::new();
+    for (addr, answer) in answers {
+        match answer {
+            Ok(tier) => {
+                let tier_note = tier.as_ref().map(|t| format!(" ({t})")).unwrap_or_default();
+                lines.push_str(&format!(
+                    "{} {}{tier_note} on {addr}\n",
+                    change.subject, change.past
+                ));
+                per_broker.push(json!({ "address": addr, "ok": true, "tier": tier }));
+            }
+            Err(e) => {
+                let failure = broker_failure(&addr, &e);
+                per_broker.push(json!({ "address": addr, "ok": false, "error": failure }));
+                failures.push(failure);
+            }
+        }
+    }
+    let output = if as_json {
+        let mut value = change.fields;
+        value["result"] = Value::from(change.past);
+        value["brokers"] = Value::from(per_broker);
+        format!("{value}\n")
+    } else {
+        lines
+    };
+    Ok((output, failures))
+}
+
+/// One sentence naming the broker: the unreachable errors name it already.
+fn broker_failure(addr: &str, error: &CtlError) -> String {
+    match error {
+        CtlError::Unreachable { .. } | CtlError::Timeout { .. } => error.to_string(),
+        _ => format!("the broker at {addr}: {error}"),
+    }
+}
+
+/// `topic list` of one broker's `/stats` or of the cluster's sum.
+fn topic_list(stats: &Value, as_json: bool) -> String {
+    if !as_json {
+        return table::topic_list(stats);
+    }
+    let topics: Vec<Value> = table::topics(stats)
+        .iter()
+        .map(|t| {
+            json!({
+                "topic": t["topic_name"],
+                "tier": t["tier"],
+                "channels": table::channels(t).len(),
+                "paused": t["paused"],
+            })
+        })
+        .collect();
+    format!("{}\n", Value::from(topics))
 }
 
 /// Runs one command against the broker and returns what to print.
@@ -263,56 +513,22 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
             format!("{sentence}\n")
         }
     };
+    if let Some(change) = change_of(&command) {
+        client.post(&change.path, Bytes::new()).await?;
+        let create = change.is_create_topic();
+        let mut fields = change.fields;
+        let mut sentence = format!("{} {}", change.subject, change.past);
+        if create {
+            // The broker's tier rules may have chosen it.
+            let tier = topic_tier(client, &change.topic).await?;
+            sentence.push_str(&format!(" ({tier})"));
+            fields["tier"] = Value::from(tier);
+        }
+        return Ok(done(change.past, fields, sentence));
+    }
     Ok(match command {
         Command::Topic(TopicCommand::List) => {
-            let stats = client.stats(None, false).await?;
-            if as_json {
-                let topics: Vec<Value> = table::topics(&stats)
-                    .iter()
-                    .map(|t| {
-                        json!({
-                            "topic": t["topic_name"],
-                            "tier": t["tier"],
-                            "channels": table::channels(t).len(),
-                            "paused": t["paused"],
-                        })
-                    })
-                    .collect();
-                format!("{}\n", Value::from(topics))
-            } else {
-                table::topic_list(&stats)
-            }
-        }
-        Command::Topic(TopicCommand::Create {
-            topic,
-            tier,
-            delay,
-            batch_window,
-            max_attempts,
-        }) => {
-            let mut path = format!("/topic/create?topic={}", encode(&topic));
-            if let Some(tier) = tier {
-                path.push_str("&tier=");
-                path.push_str(tier.as_str());
-            }
-            // The broker checks the values and names a bad one.
-            let settings = [
-                ("delay", delay),
-                ("batch_window", batch_window),
-                ("max_attempts", max_attempts.map(|n| n.to_string())),
-            ];
-            for (key, value) in settings {
-                if let Some(value) = value {
-                    path.push_str(&format!("&{key}={}", encode(&value)));
-                }
-            }
-            client.post(&path, Bytes::new()).await?;
-            let tier = topic_tier(client, &topic).await?;
-            done(
-                "created",
-                json!({ "topic": topic, "tier": tier }),
-                format!("topic {topic} created ({tier})"),
-            )
+            topic_list(&client.stats(None, false).await?, as_json)
         }
         Command::Topic(TopicCommand::SetTier { topic, tier }) => {
             let path = format!(
@@ -325,24 +541,6 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
                 "tier set",
                 json!({ "topic": topic, "tier": tier.as_str() }),
                 format!("topic {topic} is {tier}"),
-            )
-        }
-        Command::Topic(cmd) => {
-            let (endpoint, topic, past) = match cmd {
-                TopicCommand::Delete { topic } => ("delete", topic, "deleted"),
-                TopicCommand::Pause { topic } => ("pause", topic, "paused"),
-                TopicCommand::Unpause { topic } => ("unpause", topic, "unpaused"),
-                TopicCommand::Empty { topic } => ("empty", topic, "emptied"),
-                TopicCommand::List | TopicCommand::Create { .. } | TopicCommand::SetTier { .. } => {
-                    unreachable!("handled above")
-                }
-            };
-            let path = format!("/topic/{endpoint}?topic={}", encode(&topic));
-            client.post(&path, Bytes::new()).await?;
-            done(
-                past,
-                json!({ "topic": topic }),
-                format!("topic {topic} {past}"),
             )
         }
         Command::Channel(ChannelCommand::List { topic }) => {
@@ -368,28 +566,6 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
             } else {
                 table::channel_list(entry)
             }
-        }
-        Command::Channel(cmd) => {
-            let (endpoint, args, past) = match cmd {
-                ChannelCommand::Create(args) => ("create", args, "created"),
-                ChannelCommand::Delete(args) => ("delete", args, "deleted"),
-                ChannelCommand::Pause(args) => ("pause", args, "paused"),
-                ChannelCommand::Unpause(args) => ("unpause", args, "unpaused"),
-                ChannelCommand::Empty(args) => ("empty", args, "emptied"),
-                ChannelCommand::List { .. } => unreachable!("handled above"),
-            };
-            let ChannelArgs { topic, channel } = args;
-            let path = format!(
-                "/channel/{endpoint}?topic={}&channel={}",
-                encode(&topic),
-                encode(&channel)
-            );
-            client.post(&path, Bytes::new()).await?;
-            done(
-                past,
-                json!({ "topic": topic, "channel": channel }),
-                format!("channel {topic}/{channel} {past}"),
-            )
         }
         Command::Stats { topic } => {
             if as_json {
@@ -453,6 +629,7 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
             tail::tail(&spec, &mut stdout).await?;
             String::new()
         }
+        Command::Topic(_) | Command::Channel(_) => unreachable!("changes are handled above"),
         Command::Config(_) | Command::Completions { .. } => {
             unreachable!("offline commands run before the runtime")
         }

@@ -36,6 +36,14 @@ pub enum CtlError {
     /// A 2xx whose body is not what the API promises.
     #[error("unexpected reply from {path}: {reason}")]
     BadReply { path: String, reason: String },
+    /// A lookupd could not tell which brokers there are; `status` is its
+    /// HTTP error status when it answered one.
+    #[error("cannot use lookupd at {addr}: {reason}")]
+    Lookupd {
+        addr: String,
+        status: Option<u16>,
+        reason: String,
+    },
     #[error("topic {0:?} does not exist")]
     NoSuchTopic(String),
     /// The broker answered on TCP with an `E_*` error, or broke the protocol.
