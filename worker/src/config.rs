@@ -919,7 +919,10 @@ core = false
         );
         let c = WorkerConfig::from_toml_str(&only_lookupd).unwrap();
         assert_eq!(c.broker, None);
-        assert_eq!(c.lookupd_http_addresses, ["127.0.0.1:4161", "http://lk2:4161"]);
+        assert_eq!(
+            c.lookupd_http_addresses,
+            ["127.0.0.1:4161", "http://lk2:4161"]
+        );
         let consumer = c.consumer_config();
         assert_eq!(consumer.address, None);
         assert_eq!(consumer.lookupd_poll_interval, Duration::from_secs(2));
@@ -937,8 +940,10 @@ core = false
         let empty = MINIMAL.replace("broker = \"127.0.0.1:4150\"", "lookupd_http_addresses = []");
         assert_eq!(error_of(&empty).key, "broker");
 
-        let not_host_port =
-            MINIMAL.replace("broker = \"127.0.0.1:4150\"", "lookupd_http_addresses = [\"lk:4161\", \"https://lk:4161\"]");
+        let not_host_port = MINIMAL.replace(
+            "broker = \"127.0.0.1:4150\"",
+            "lookupd_http_addresses = [\"lk:4161\", \"https://lk:4161\"]",
+        );
         assert_eq!(error_of(&not_host_port).key, "lookupd_http_addresses[1]");
         let not_strings = format!("lookupd_http_addresses = \"lk:4161\"\n{MINIMAL}");
         assert_eq!(error_of(&not_strings).key, "lookupd_http_addresses");
@@ -946,8 +951,10 @@ core = false
         assert_eq!(error_of(&zero).key, "lookupd_poll_interval");
 
         // Deferred work needs a broker to be published to.
-        let noncore = with_step("core = false")
-            .replace("broker = \"127.0.0.1:4150\"", "lookupd_http_addresses = [\"lk:4161\"]");
+        let noncore = with_step("core = false").replace(
+            "broker = \"127.0.0.1:4150\"",
+            "lookupd_http_addresses = [\"lk:4161\"]",
+        );
         let e = error_of(&noncore);
         assert_eq!(e.key, "broker");
         assert!(e.reason.contains("non-core"), "{e}");

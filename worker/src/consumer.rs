@@ -27,8 +27,8 @@ use triage_protocol::frame::parse_error_text;
 use triage_protocol::{Command, Frame, IdentifyRequest, IdentifyResponse, Message, MessageId};
 
 use crate::budget::{allocate, Priority};
-use crate::discovery::{lookup, lookup_client, lookupd_authority};
 use crate::degrade::{DegradeConfig, DegradeController, Level};
+use crate::discovery::{lookup, lookup_client, lookupd_authority};
 use crate::error::{ConfigError, ConsumerError, HandlerError};
 use crate::latency::{LatencyMonitor, LatencySignal, LatencySnapshot, LatencyWindow, Sample};
 pub use crate::wire::Compression;
@@ -712,7 +712,9 @@ async fn connect_discovered<H: Handler>(
             tracing::info!(topic, channel, %address, "connected to a broker found through lookupd");
             match run_counted(&shared, connection, slot).await {
                 Ok(()) => tracing::debug!(topic, channel, %address, "connection closed"),
-                Err(e) => tracing::warn!(topic, channel, %address, error = %e, "connection lost; the next lookup may reconnect"),
+                Err(e) => {
+                    tracing::warn!(topic, channel, %address, error = %e, "connection lost; the next lookup may reconnect")
+                }
             }
         }
         Some(Err(e)) => {

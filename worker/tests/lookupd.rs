@@ -111,7 +111,12 @@ async fn a_consumer_given_only_lookupd_gets_every_message_of_two_brokers() {
         brokers.iter().all(|b| rdys(b, "orders", "billing") == [2])
     })
     .await;
-    let planned: Vec<u64> = consumer.status().rdy().into_iter().map(|(_, r)| r).collect();
+    let planned: Vec<u64> = consumer
+        .status()
+        .rdy()
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     assert_eq!(planned, [4]);
 
     consumer.shutdown().await.unwrap();
