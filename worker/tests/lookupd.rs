@@ -15,7 +15,7 @@ use triage_worker::{Consumer, ConsumerConfig, Delivery, HandlerError};
 
 mod common;
 
-use common::{start_lookupd, start_registered_broker, TestBroker};
+use common::{start_lookupd, start_registered_broker, wait_until, TestBroker};
 
 /// Longest any condition may take to come true (registration, a poll, delivery).
 const WAIT: Duration = Duration::from_secs(20);
@@ -51,17 +51,6 @@ fn lookupd_consumer(
         ..ConsumerConfig::default()
     };
     (Consumer::new(config, handler).unwrap(), handled)
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `prefix-0`, ... published to `topic` on `broker`, returned.
@@ -102,12 +91,12 @@ async fn a_consumer_given_only_lookupd_gets_every_message_of_two_brokers() {
     }
     let (consumer, handled) = lookupd_consumer(lookupd.http_addr);
     consumer.subscribe("orders", "billing", 4).await.unwrap();
-    wait_until("every message of both brokers is handled", || {
+    wait_until("every message of both brokers is handled", WAIT, || {
         *handled.lock().unwrap() == sent
     })
     .await;
     // One connection to each broker, the subscription's RDY of 4 divided between them.
-    wait_until("each broker has RDY 2 from one connection", || {
+    wait_until("each broker has RDY 2 from one connection", WAIT, || {
         brokers.iter().all(|b| rdys(b, "orders", "billing") == [2])
     })
     .await;
@@ -140,19 +129,19 @@ async fn a_broker_that_starts_later_is_discovered_at_a_later_poll() {
         .await
         .into_iter()
         .collect();
-    wait_until("the first broker's messages are handled", || {
+    wait_until("the first broker's messages are handled", WAIT, || {
         *handled.lock().unwrap() == sent
     })
     .await;
 
     let second = start_registered_broker(&lookupd).await;
     sent.extend(publish(&second, "jobs", "second", 5).await);
-    wait_until("the later broker's messages are handled too", || {
+    wait_until("the later broker's messages are handled too", WAIT, || {
         *handled.lock().unwrap() == sent
     })
     .await;
     // Two connections now share the RDY of 2: 1 each.
-    wait_until("each broker has RDY 1", || {
+    wait_until("each broker has RDY 1", WAIT, || {
         rdys(&first, "jobs", "w") == [1] && rdys(&second, "jobs", "w") == [1]
     })
     .await;

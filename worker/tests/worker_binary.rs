@@ -23,7 +23,9 @@ use triage_worker::WorkerConfig;
 
 mod common;
 
-use common::{bodies, start_broker, start_broker_on, start_lookupd, start_registered_broker};
+use common::{
+    bodies, start_broker, start_broker_on, start_lookupd, start_registered_broker, wait_until,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_triage-worker");
 /// Generous: the machine may be busy; every wait ends as soon as its condition holds.
@@ -148,14 +150,6 @@ impl WorkerProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(status.success(), "the worker exited with {status}");
-    }
-}
-
-async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
