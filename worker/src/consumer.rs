@@ -461,12 +461,15 @@ impl<H: Handler> Consumer<H> {
             .await
     }
 
-    /// Connects, subscribes and starts consuming with the RDY the budget
-    /// gives `subscription` at the current level. A connection lost later is
-    /// reconnected with backoff until shutdown.
+    /// Connects to `address` (if set), subscribes and starts consuming with
+    /// the RDY the budget gives `subscription` at the current level; a
+    /// connection lost later is reconnected with backoff until shutdown. With
+    /// `lookupd_http_addresses`, also starts the subscription's discovery task,
+    /// which connects to the brokers lookupd lists, now and at every poll.
     ///
     /// # Errors
-    /// When the first connection or handshake fails, or the broker refuses IDENTIFY or SUB.
+    /// When the first connection to `address` or its handshake fails, or the
+    /// broker refuses IDENTIFY or SUB (brokers found through lookupd only log).
     pub async fn subscribe_with(&self, subscription: Subscription) -> Result<(), ConsumerError> {
         if self.shared.drain.is_cancelled() {
             return Err(ConsumerError::ShuttingDown);
