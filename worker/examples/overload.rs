@@ -108,7 +108,7 @@ async fn run(seconds: u64, degrade: bool) -> Outcome {
     };
     let worker = Consumer::new(
         ConsumerConfig {
-            address: broker.tcp_addr.to_string(),
+            address: Some(broker.tcp_addr.to_string()),
             concurrency: CONCURRENCY,
             degrade,
             ..ConsumerConfig::default()

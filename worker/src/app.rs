@@ -122,7 +122,12 @@ impl Worker {
             stop_http.clone(),
         ));
         http.close();
-        tracing::info!(%metrics_address, broker = %config.broker, "worker started");
+        tracing::info!(
+            %metrics_address,
+            broker = ?config.broker,
+            lookupd = ?config.lookupd_http_addresses,
+            "worker started"
+        );
         Ok(Worker {
             consumer,
             metrics_address,

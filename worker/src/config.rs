@@ -17,6 +17,7 @@ use triage_protocol::names::{is_valid_channel_name, is_valid_topic_name};
 use crate::budget::Priority;
 use crate::consumer::{Backoff, Compression, ConsumerConfig};
 use crate::degrade::DegradeConfig;
+use crate::discovery::lookupd_authority;
 use crate::error::ConfigError;
 use crate::latency::{LatencySignal, LatencyWindow};
 
@@ -26,8 +27,12 @@ pub const DEFERRED_SUFFIX: &str = ".deferred";
 /// The whole worker: where the broker is, how to degrade, what to consume.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
-    /// The broker's TCP address, `host:port`.
-    pub broker: String,
+    /// A broker's TCP address, `host:port`; also where deferred work is
+    /// published. `None`: only brokers found through lookupd.
+    pub broker: Option<String>,
+    /// lookupd HTTP addresses polled for the brokers of each subscription's topic.
+    pub lookupd_http_addresses: Vec<String>,
+    pub lookupd_poll_interval: Duration,
     /// Where `/metrics` is served.
     pub http_address: SocketAddr,
     pub client_id: String,
@@ -109,6 +114,8 @@ pub mod defaults {
     pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
     pub const CORE: bool = true;
     pub const DEFLATE_LEVEL: u64 = 6;
+    /// As go-nsq.
+    pub const LOOKUPD_POLL_INTERVAL: Duration = Duration::from_secs(15);
 }
 
 impl WorkerConfig {
@@ -133,6 +140,8 @@ impl WorkerConfig {
     pub fn consumer_config(&self) -> ConsumerConfig {
         ConsumerConfig {
             address: self.broker.clone(),
+            lookupd_http_addresses: self.lookupd_http_addresses.clone(),
+            lookupd_poll_interval: self.lookupd_poll_interval,
             client_id: self.client_id.clone(),
             hostname: self.hostname.clone(),
             concurrency: self.concurrency,
@@ -285,6 +294,8 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
     };
     root.only(&[
         "broker",
+        "lookupd_http_addresses",
+        "lookupd_poll_interval",
         "http_address",
         "client_id",
         "hostname",
@@ -297,13 +308,31 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
         "backoff",
         "subscriptions",
     ])?;
-    let broker = root.required_string("broker")?;
-    if !is_host_port(broker) {
+    let broker = root.string("broker")?;
+    if let Some(broker) = broker.filter(|b| !is_host_port(b)) {
         return Err(root.error(
             "broker",
             format!("must be host:port, e.g. \"127.0.0.1:4150\", got {broker:?}"),
         ));
     }
+    let lookupd_http_addresses = root.strings("lookupd_http_addresses")?.unwrap_or_default();
+    for (i, address) in lookupd_http_addresses.iter().enumerate() {
+        if lookupd_authority(address).is_none() {
+            return Err(root.error(
+                &format!("lookupd_http_addresses[{i}]"),
+                format!("must be host:port or http://host:port, e.g. \"127.0.0.1:4161\", got {address:?}"),
+            ));
+        }
+    }
+    if broker.is_none() && lookupd_http_addresses.is_empty() {
+        return Err(root.error(
+            "broker",
+            "is required unless lookupd_http_addresses lists at least one lookupd",
+        ));
+    }
+    let lookupd_poll_interval = root
+        .duration("lookupd_poll_interval")?
+        .unwrap_or(defaults::LOOKUPD_POLL_INTERVAL);
     let http_address = root
         .string("http_address")?
         .unwrap_or(defaults::HTTP_ADDRESS);
@@ -346,6 +375,16 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
                 ),
             ));
         }
+        if broker.is_none() && subscription.has_noncore_steps() {
+            return Err(root.error(
+                "broker",
+                format!(
+                    "is required when a subscription has non-core steps ({}/{}): \
+                     its deferred work is published there",
+                    subscription.topic, subscription.channel
+                ),
+            ));
+        }
         subscriptions.push(subscription);
     }
     // Each subscription with non-core steps also consumes its deferral topic
@@ -367,7 +406,9 @@ fn read_worker(table: &Table) -> Result<WorkerConfig, ConfigError> {
         }
     }
     Ok(WorkerConfig {
-        broker: broker.to_owned(),
+        broker: broker.map(str::to_owned),
+        lookupd_http_addresses,
+        lookupd_poll_interval,
         http_address,
         client_id: client_id.to_owned(),
         hostname: hostname.to_owned(),
@@ -660,7 +701,8 @@ command = ["true"]
     #[test]
     fn a_minimal_file_gets_the_defaults() {
         let config = WorkerConfig::from_toml_str(MINIMAL).unwrap();
-        assert_eq!(config.broker, "127.0.0.1:4150");
+        assert_eq!(config.broker.as_deref(), Some("127.0.0.1:4150"));
+        assert!(config.lookupd_http_addresses.is_empty());
         assert_eq!(config.http_address.to_string(), defaults::HTTP_ADDRESS);
         assert_eq!(config.degrade, DegradeConfig::default());
         assert_eq!(config.degrade.threshold, Duration::from_millis(500));
@@ -867,5 +909,54 @@ core = false
         let c = WorkerConfig::from_toml_str(&text).unwrap();
         assert_eq!(c.degrade.recover_below, Duration::from_millis(50));
         assert_eq!(c.degrade.overload_threshold, Duration::from_millis(400));
+    }
+
+    #[test]
+    fn lookupd_addresses_replace_or_join_the_broker() {
+        let only_lookupd = MINIMAL.replace(
+            "broker = \"127.0.0.1:4150\"",
+            "lookupd_http_addresses = [\"127.0.0.1:4161\", \"http://lk2:4161\"]\nlookupd_poll_interval = \"2s\"",
+        );
+        let c = WorkerConfig::from_toml_str(&only_lookupd).unwrap();
+        assert_eq!(c.broker, None);
+        assert_eq!(
+            c.lookupd_http_addresses,
+            ["127.0.0.1:4161", "http://lk2:4161"]
+        );
+        let consumer = c.consumer_config();
+        assert_eq!(consumer.address, None);
+        assert_eq!(consumer.lookupd_poll_interval, Duration::from_secs(2));
+        consumer.validate().unwrap();
+
+        let both = format!("lookupd_http_addresses = [\"127.0.0.1:4161\"]\n{MINIMAL}");
+        let c = WorkerConfig::from_toml_str(&both).unwrap();
+        assert_eq!(c.broker.as_deref(), Some("127.0.0.1:4150"));
+        assert_eq!(c.lookupd_poll_interval, defaults::LOOKUPD_POLL_INTERVAL);
+
+        let neither = MINIMAL.replace("broker = \"127.0.0.1:4150\"", "");
+        let e = error_of(&neither);
+        assert_eq!(e.key, "broker");
+        assert!(e.reason.contains("lookupd_http_addresses"), "{e}");
+        let empty = MINIMAL.replace("broker = \"127.0.0.1:4150\"", "lookupd_http_addresses = []");
+        assert_eq!(error_of(&empty).key, "broker");
+
+        let not_host_port = MINIMAL.replace(
+            "broker = \"127.0.0.1:4150\"",
+            "lookupd_http_addresses = [\"lk:4161\", \"https://lk:4161\"]",
+        );
+        assert_eq!(error_of(&not_host_port).key, "lookupd_http_addresses[1]");
+        let not_strings = format!("lookupd_http_addresses = \"lk:4161\"\n{MINIMAL}");
+        assert_eq!(error_of(&not_strings).key, "lookupd_http_addresses");
+        let zero = format!("lookupd_poll_interval = \"0s\"\n{MINIMAL}");
+        assert_eq!(error_of(&zero).key, "lookupd_poll_interval");
+
+        // Deferred work needs a broker to be published to.
+        let noncore = with_step("core = false").replace(
+            "broker = \"127.0.0.1:4150\"",
+            "lookupd_http_addresses = [\"lk:4161\"]",
+        );
+        let e = error_of(&noncore);
+        assert_eq!(e.key, "broker");
+        assert!(e.reason.contains("non-core"), "{e}");
     }
 }

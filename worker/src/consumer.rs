@@ -1,7 +1,9 @@
-//! The consumer: one TCP connection per (topic, channel) subscription
-//! (reconnected with backoff when lost), a handler task per message bounded
-//! by a shared semaphore, and one controller task that turns the latency
-//! window into a degrade level.
+//! The consumer: one TCP connection per (topic, channel) subscription and
+//! broker (reconnected with backoff when lost, for a broker given by address;
+//! for brokers found through lookupd, a discovery task per subscription polls
+//! every lookupd and connects to new ones), the subscription's RDY divided
+//! among them; a handler task per message bounded by a shared semaphore; and
+//! one controller task that turns the latency window into a degrade level.
 //!
 //! Data flow: a connection task reads frames and hands each message to a
 //! handler task; the handler's outcome comes back to the connection task over
@@ -11,7 +13,7 @@
 //! ([`crate::budget::allocate`]) and publishes the plan on a `watch`; every
 //! connection task then sends `BACKPRESSURE <level>` and its new RDY.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +28,7 @@ use triage_protocol::{Command, Frame, IdentifyRequest, IdentifyResponse, Message
 
 use crate::budget::{allocate, Priority};
 use crate::degrade::{DegradeConfig, DegradeController, Level};
+use crate::discovery::{lookup, lookup_client, lookupd_authority};
 use crate::error::{ConfigError, ConsumerError, HandlerError};
 use crate::latency::{LatencyMonitor, LatencySignal, LatencySnapshot, LatencyWindow, Sample};
 pub use crate::wire::Compression;
@@ -111,8 +114,14 @@ impl Subscription {
 /// Everything a [`Consumer`] needs; [`ConsumerConfig::default`] is the one place defaults live.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// The broker's TCP address, `host:port`.
-    pub address: String,
+    /// A broker's TCP address, `host:port`, connected to (and reconnected) for
+    /// every subscription. `None`: only the brokers lookupd lists.
+    pub address: Option<String>,
+    /// lookupd HTTP addresses (`host:port` or `http://host:port`) polled for
+    /// the brokers that have each subscription's topic, besides `address`.
+    pub lookupd_http_addresses: Vec<String>,
+    /// How often each subscription asks every lookupd (go-nsq's default: 15 s).
+    pub lookupd_poll_interval: Duration,
     pub client_id: String,
     pub hostname: String,
     pub user_agent: String,
@@ -150,7 +159,9 @@ pub struct ConsumerConfig {
 impl Default for ConsumerConfig {
     fn default() -> Self {
         ConsumerConfig {
-            address: "127.0.0.1:4150".to_owned(),
+            address: Some("127.0.0.1:4150".to_owned()),
+            lookupd_http_addresses: Vec::new(),
+            lookupd_poll_interval: Duration::from_secs(15),
             client_id: "triage-worker".to_owned(),
             hostname: "localhost".to_owned(),
             user_agent: concat!("triage-worker/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -191,6 +202,28 @@ impl ConsumerConfig {
     /// # Errors
     /// [`ConfigError`] naming the first key whose value cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.address.is_none() && self.lookupd_http_addresses.is_empty() {
+            return Err(ConfigError::new(
+                "address",
+                "a broker address or lookupd_http_addresses is required",
+            ));
+        }
+        if let Some(bad) = self
+            .lookupd_http_addresses
+            .iter()
+            .find(|a| lookupd_authority(a).is_none())
+        {
+            return Err(ConfigError::new(
+                "lookupd_http_addresses",
+                format!("must be host:port or http://host:port, got {bad:?}"),
+            ));
+        }
+        if self.lookupd_poll_interval.is_zero() {
+            return Err(ConfigError::new(
+                "lookupd_poll_interval",
+                "must be above zero",
+            ));
+        }
         if self.concurrency == 0 {
             return Err(ConfigError::new("concurrency", "must be at least 1"));
         }
@@ -227,6 +260,17 @@ impl ConsumerConfig {
 struct Plan {
     level: Level,
     rdy: Arc<Vec<u64>>,
+    /// Each subscription's RDY divided among its open connections.
+    per_connection: Arc<Vec<u64>>,
+}
+
+/// One connection's part of a subscription's `rdy` shared by `connections`:
+/// at least 1 each unless the subscription is stopped (as go-nsq does).
+fn per_connection(rdy: u64, connections: usize) -> u64 {
+    if rdy == 0 {
+        return 0;
+    }
+    (rdy / u64::try_from(connections.max(1)).unwrap_or(u64::MAX)).max(1)
 }
 
 /// State shared by the consumer handle, its connection tasks and its controller task.
@@ -242,6 +286,9 @@ struct Shared {
     /// Every subscription ever made, in order; a slot's index never changes.
     /// std Mutex: held only to push one or to compute a [`Plan`] from all.
     subscriptions: Mutex<Vec<Subscription>>,
+    /// Open connections of each subscription slot, which divide its RDY.
+    /// std Mutex: locked after `subscriptions` when both are held.
+    connections: Mutex<Vec<usize>>,
     /// Level and RDYs together, so a connection never announces one without the other.
     plan: watch::Sender<Plan>,
     /// Bounds handlers running at once across every subscription.
@@ -289,10 +336,33 @@ impl Shared {
             .map(|s| (s.priority, s.max_in_flight))
             .collect();
         let rdy = allocate(&wants, self.config.max_in_flight, level);
+        let connections = lock(&self.connections);
+        let per_connection = rdy
+            .iter()
+            .enumerate()
+            .map(|(slot, &rdy)| per_connection(rdy, connections.get(slot).copied().unwrap_or(0)))
+            .collect();
         self.plan.send_replace(Plan {
             level,
             rdy: Arc::new(rdy),
+            per_connection: Arc::new(per_connection),
         });
+    }
+
+    /// Counts a connection of `slot` opened (or closed) and re-divides its RDY.
+    fn connection_opened(&self, slot: usize, opened: bool) {
+        {
+            let mut connections = lock(&self.connections);
+            if connections.len() <= slot {
+                connections.resize(slot + 1, 0);
+            }
+            connections[slot] = if opened {
+                connections[slot] + 1
+            } else {
+                connections[slot].saturating_sub(1)
+            };
+        }
+        self.replan();
     }
 
     /// Adds a subscription's slot and replans; returns the slot.
@@ -362,6 +432,7 @@ impl<H: Handler> Consumer<H> {
             controller: Mutex::new(DegradeController::new(config.degrade)),
             level: watch::Sender::new(Level::Normal),
             subscriptions: Mutex::new(Vec::new()),
+            connections: Mutex::new(Vec::new()),
             plan: watch::Sender::new(Plan::default()),
             concurrency: Arc::new(Semaphore::new(config.concurrency)),
             drain: CancellationToken::new(),
@@ -390,12 +461,15 @@ impl<H: Handler> Consumer<H> {
             .await
     }
 
-    /// Connects, subscribes and starts consuming with the RDY the budget
-    /// gives `subscription` at the current level. A connection lost later is
-    /// reconnected with backoff until shutdown.
+    /// Connects to `address` (if set), subscribes and starts consuming with
+    /// the RDY the budget gives `subscription` at the current level; a
+    /// connection lost later is reconnected with backoff until shutdown. With
+    /// `lookupd_http_addresses`, also starts the subscription's discovery task,
+    /// which connects to the brokers lookupd lists, now and at every poll.
     ///
     /// # Errors
-    /// When the first connection or handshake fails, or the broker refuses IDENTIFY or SUB.
+    /// When the first connection to `address` or its handshake fails, or the
+    /// broker refuses IDENTIFY or SUB (brokers found through lookupd only log).
     pub async fn subscribe_with(&self, subscription: Subscription) -> Result<(), ConsumerError> {
         if self.shared.drain.is_cancelled() {
             return Err(ConsumerError::ShuttingDown);
@@ -403,44 +477,44 @@ impl<H: Handler> Consumer<H> {
         if subscription.max_in_flight == 0 {
             return Err(ConfigError::new("max_in_flight", "must be at least 1").into());
         }
-        let connection =
-            Connection::open(self.shared.clone(), self.handler.clone(), &subscription).await?;
+        let direct = match &self.shared.config.address {
+            Some(address) => Some((
+                address.clone(),
+                Connection::open(
+                    self.shared.clone(),
+                    self.handler.clone(),
+                    &subscription,
+                    address,
+                )
+                .await?,
+            )),
+            None => None,
+        };
         let slot = self.shared.register(subscription.clone());
-        let (shared, handler) = (self.shared.clone(), self.handler.clone());
-        self.shared.tracker.spawn(async move {
-            let (topic, channel) = (subscription.topic.as_str(), subscription.channel.as_str());
-            let mut connection = Some(connection);
-            let mut failures = 0u16;
-            loop {
-                if let Some(open) = connection.take() {
-                    match open.run(slot).await {
-                        Ok(()) => {
-                            tracing::debug!(topic, channel, "connection closed");
-                            return;
-                        }
-                        Err(e) => tracing::error!(topic, channel, error = %e, "connection lost"),
-                    }
-                }
-                failures = failures.saturating_add(1);
-                let delay = shared.config.reconnect.delay(failures);
-                tokio::select! {
-                    _ = shared.drain.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                let reopened = tokio::select! {
-                    _ = shared.drain.cancelled() => return,
-                    reopened = Connection::open(shared.clone(), handler.clone(), &subscription) => reopened,
-                };
-                match reopened {
-                    Ok(open) => {
-                        tracing::info!(topic, channel, "reconnected");
-                        failures = 0;
-                        connection = Some(open);
-                    }
-                    Err(e) => tracing::warn!(topic, channel, error = %e, "reconnect failed"),
-                }
-            }
-        });
+        let subscription = Arc::new(subscription);
+        // Every broker this subscription is connected (or connecting) to, so
+        // one listed by several lookupds, or also given directly, gets one connection.
+        let connected = Arc::new(Mutex::new(HashSet::new()));
+        if let Some((address, connection)) = direct {
+            lock(&connected).insert(address.clone());
+            self.shared.tracker.spawn(keep_connected(
+                self.shared.clone(),
+                self.handler.clone(),
+                subscription.clone(),
+                slot,
+                address,
+                connection,
+            ));
+        }
+        if !self.shared.config.lookupd_http_addresses.is_empty() {
+            self.shared.tracker.spawn(discover(
+                self.shared.clone(),
+                self.handler.clone(),
+                subscription,
+                slot,
+                connected,
+            ));
+        }
         Ok(())
     }
 
@@ -512,6 +586,148 @@ async fn run_controller(shared: Arc<Shared>) {
     }
 }
 
+/// Runs `connection` as one of `slot`'s, counted while it is open so the
+/// subscription's RDY is divided among its connections.
+async fn run_counted<H: Handler>(
+    shared: &Shared,
+    connection: Connection<H>,
+    slot: usize,
+) -> Result<(), ConsumerError> {
+    shared.connection_opened(slot, true);
+    let result = connection.run(slot).await;
+    shared.connection_opened(slot, false);
+    result
+}
+
+/// The task of a broker given by address: consumes on `connection`, and
+/// when it is lost reconnects with backoff until shutdown.
+async fn keep_connected<H: Handler>(
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    subscription: Arc<Subscription>,
+    slot: usize,
+    address: String,
+    connection: Connection<H>,
+) {
+    let (topic, channel) = (subscription.topic.as_str(), subscription.channel.as_str());
+    let mut connection = Some(connection);
+    let mut failures = 0u16;
+    loop {
+        if let Some(open) = connection.take() {
+            match run_counted(&shared, open, slot).await {
+                Ok(()) => {
+                    tracing::debug!(topic, channel, %address, "connection closed");
+                    return;
+                }
+                Err(e) => tracing::error!(topic, channel, %address, error = %e, "connection lost"),
+            }
+        }
+        failures = failures.saturating_add(1);
+        let delay = shared.config.reconnect.delay(failures);
+        tokio::select! {
+            _ = shared.drain.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let reopened = tokio::select! {
+            _ = shared.drain.cancelled() => return,
+            reopened = Connection::open(shared.clone(), handler.clone(), &subscription, &address) => reopened,
+        };
+        match reopened {
+            Ok(open) => {
+                tracing::info!(topic, channel, %address, "reconnected");
+                failures = 0;
+                connection = Some(open);
+            }
+            Err(e) => tracing::warn!(topic, channel, %address, error = %e, "reconnect failed"),
+        }
+    }
+}
+
+/// A subscription's discovery task: asks every lookupd for the brokers that
+/// have its topic, now and every `lookupd_poll_interval` until shutdown, and
+/// connects to each one not in `connected`. As in go-nsq, a broker lookupd
+/// stops listing keeps its connection until that closes, and a lost
+/// connection is not retried by itself: the next poll that lists the broker
+/// connects again.
+async fn discover<H: Handler>(
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    subscription: Arc<Subscription>,
+    slot: usize,
+    connected: Arc<Mutex<HashSet<String>>>,
+) {
+    let client = lookup_client();
+    let mut poll = tokio::time::interval(shared.config.lookupd_poll_interval);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let topic = subscription.topic.as_str();
+    loop {
+        tokio::select! {
+            _ = shared.drain.cancelled() => return,
+            _ = poll.tick() => {}
+        }
+        let mut listed = BTreeSet::new();
+        for lookupd in &shared.config.lookupd_http_addresses {
+            let answer = tokio::select! {
+                _ = shared.drain.cancelled() => return,
+                answer = lookup(&client, lookupd, topic, shared.config.connect_timeout) => answer,
+            };
+            match answer {
+                Ok(addresses) => listed.extend(addresses),
+                Err(e) => tracing::warn!(topic, error = %e, "lookup failed"),
+            }
+        }
+        for address in listed {
+            if shared.drain.is_cancelled() {
+                return;
+            }
+            if !lock(&connected).insert(address.clone()) {
+                continue;
+            }
+            shared.tracker.spawn(connect_discovered(
+                shared.clone(),
+                handler.clone(),
+                subscription.clone(),
+                slot,
+                address,
+                connected.clone(),
+            ));
+        }
+    }
+}
+
+/// One discovered broker's connection task: connects, consumes until the
+/// connection ends, then leaves `connected` so a later poll may connect again.
+async fn connect_discovered<H: Handler>(
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    subscription: Arc<Subscription>,
+    slot: usize,
+    address: String,
+    connected: Arc<Mutex<HashSet<String>>>,
+) {
+    let (topic, channel) = (subscription.topic.as_str(), subscription.channel.as_str());
+    let opened = tokio::select! {
+        _ = shared.drain.cancelled() => None,
+        opened = Connection::open(shared.clone(), handler, &subscription, &address) => Some(opened),
+    };
+    match opened {
+        Some(Ok(connection)) => {
+            tracing::info!(topic, channel, %address, "connected to a broker found through lookupd");
+            match run_counted(&shared, connection, slot).await {
+                Ok(()) => tracing::debug!(topic, channel, %address, "connection closed"),
+                Err(e) => {
+                    tracing::warn!(topic, channel, %address, error = %e, "connection lost; the next lookup may reconnect")
+                }
+            }
+        }
+        Some(Err(e)) => {
+            tracing::warn!(topic, channel, %address, error = %e, "cannot connect to a broker found through lookupd")
+        }
+        None => {}
+    }
+    lock(&connected).remove(&address);
+}
+
 /// A handler's outcome, sent back to its connection task.
 #[derive(Debug)]
 struct Done {
@@ -578,10 +794,11 @@ impl<H: Handler> Connection<H> {
         shared: Arc<Shared>,
         handler: Arc<H>,
         subscription: &Subscription,
+        address: &str,
     ) -> Result<Self, ConsumerError> {
         let config = &shared.config;
         let deadline = Instant::now() + config.connect_timeout;
-        let mut wire = Wire::connect(config, deadline).await?;
+        let mut wire = Wire::connect(config, address, deadline).await?;
         let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as i64);
         let identify = Command::Identify(IdentifyRequest {
             feature_negotiation: true,
@@ -665,7 +882,7 @@ impl<H: Handler> Connection<H> {
             self.announced = plan.level;
             self.wire.queue(&Command::Backpressure(plan.level.as_u8()));
         }
-        let rdy = plan.rdy.get(slot).copied().unwrap_or(0);
+        let rdy = plan.per_connection.get(slot).copied().unwrap_or(0);
         if rdy != self.rdy {
             self.rdy = rdy;
             self.wire.queue(&Command::Rdy(rdy));
@@ -843,6 +1060,16 @@ mod tests {
             .collect();
         assert_eq!(delays, [100, 100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff.delay(u16::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_subscriptions_rdy_is_divided_among_its_connections_at_least_1_each() {
+        assert_eq!(per_connection(10, 0), 10);
+        assert_eq!(per_connection(10, 1), 10);
+        assert_eq!(per_connection(10, 3), 3);
+        assert_eq!(per_connection(2, 5), 1);
+        // A stopped (batch, degraded) subscription stays stopped on every connection.
+        assert_eq!(per_connection(0, 3), 0);
     }
 
     #[test]

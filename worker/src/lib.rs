@@ -8,11 +8,13 @@
 //!   [`Handler`] per message with bounded concurrency, FINs successes, REQs
 //!   failures with exponential [`Backoff`], TOUCHes long work, answers
 //!   heartbeats and shuts down gracefully (RDY 0, finish in-flight, CLS).
+//!   Brokers are given by address, found through lookupd, or both.
 //! - [`budget`]: how one in-flight budget is shared by [`Priority`]
 //!   (urgent first, batch last) at each degrade level.
 //! - [`latency`]: [`LatencyMonitor`], a sliding window of handling times and
 //!   message ages with their p99.
 //! - [`degrade`]: [`DegradeController`], levels 0/1/2 with hysteresis.
+//! - [`discovery`] (private): asks lookupd which brokers have a topic.
 //! - [`wire`] (private): one broker socket, shared by connections and the producer.
 //! - [`error`]: the error types.
 //!
@@ -41,6 +43,7 @@ pub mod config;
 pub mod consumer;
 pub mod deferred;
 pub mod degrade;
+mod discovery;
 pub mod error;
 pub mod latency;
 pub mod metrics;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use triage_protocol::Command;
 
 use crate::consumer::ConsumerConfig;
-use crate::error::ConsumerError;
+use crate::error::{ConfigError, ConsumerError};
 use crate::wire::Wire;
 
 #[derive(Debug)]
@@ -69,7 +69,11 @@ impl Producer {
     /// Connects and IDENTIFYs (plainly: no compression, no negotiated settings),
     /// so the broker's stats name this connection after the worker.
     async fn connect(&self, deadline: Instant) -> Result<Wire, ConsumerError> {
-        let mut wire = Wire::connect(&self.config, deadline).await?;
+        // Deferred work goes to the broker given by address, never to one found through lookupd.
+        let address = self.config.address.as_deref().ok_or_else(|| {
+            ConfigError::new("address", "no broker address to publish deferred work to")
+        })?;
+        let mut wire = Wire::connect(&self.config, address, deadline).await?;
         let identify = Command::Identify(self.config.identity());
         wire.request_ok(&identify, deadline).await?;
         Ok(wire)

@@ -58,15 +58,15 @@ pub enum Compression {
 }
 
 impl Wire {
-    /// Connects to `config.address` by `deadline` and queues the V2 magic.
+    /// Connects to the broker at `address` by `deadline` and queues the V2 magic.
     ///
     /// # Errors
     /// [`ConsumerError::Connect`] when the broker cannot be reached in time.
     pub(crate) async fn connect(
         config: &ConsumerConfig,
+        address: &str,
         deadline: Instant,
     ) -> Result<Wire, ConsumerError> {
-        let address = config.address.as_str();
         let connect_failed = |source| ConsumerError::Connect {
             address: address.to_owned(),
             source,

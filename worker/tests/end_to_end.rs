@@ -22,7 +22,7 @@ use triage_worker::{
 
 mod common;
 
-use common::{bodies, start_broker, start_broker_on, TestBroker};
+use common::{bodies, start_broker, start_broker_on, wait_until, TestBroker};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -63,17 +63,6 @@ async fn wait_for_level(consumer: &Consumer<impl triage_worker::Handler>, level:
         .await
         .unwrap_or_else(|_| panic!("level {level:?} within 5 s"))
         .unwrap();
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +122,7 @@ async fn a_slow_handler_degrades_the_worker_and_the_broker_hears_of_it() {
     assert_eq!(worker.transitions(), 2);
 
     // Degraded (level 1) still takes persistent-tier work: nothing was held back or lost.
-    wait_until("every message is handled", || {
+    wait_until("every message is handled", WAIT, || {
         handled.lock().unwrap().len() == 26
     })
     .await;
@@ -177,7 +166,7 @@ async fn failures_are_requeued_with_backoff_and_retried() {
     let worker = Consumer::new(config, handler).unwrap();
     worker.subscribe("jobs", "retry", 1).await.unwrap();
     tb.publish("jobs", ["flaky".to_owned()]).await;
-    wait_until("the third attempt succeeds", || {
+    wait_until("the third attempt succeeds", WAIT, || {
         attempts.lock().unwrap().len() == 3
     })
     .await;
@@ -206,7 +195,7 @@ async fn shutdown_finishes_in_flight_work_then_closes() {
     let worker = Consumer::new(tb.config("drainer"), handler).unwrap();
     worker.subscribe("orders", "ship", 3).await.unwrap();
     tb.publish("orders", bodies("order", 3)).await;
-    wait_until("three handlers run", || {
+    wait_until("three handlers run", WAIT, || {
         started.load(Ordering::Relaxed) == 3
     })
     .await;
@@ -214,7 +203,7 @@ async fn shutdown_finishes_in_flight_work_then_closes() {
     assert_eq!(finished.load(Ordering::Relaxed), 3);
     let channel = tb.server.broker.existing_channel("orders", "ship").unwrap();
     // The broker sees the close a moment after the worker returns.
-    wait_until("the broker sees the worker leave", || {
+    wait_until("the broker sees the worker leave", WAIT, || {
         channel.snapshot().clients.is_empty()
     })
     .await;
@@ -267,7 +256,7 @@ async fn one_budget_is_shared_by_priority_and_batch_stops_first_when_degraded() 
     }
     let rdys = || ["urgent", "normal", "batch"].map(|topic| broker_rdy(&tb, topic, "w"));
     // Level 0: urgent and normal get all they ask for, batch what is left of 10.
-    wait_until("the broker has the level-0 RDYs", || {
+    wait_until("the broker has the level-0 RDYs", WAIT, || {
         rdys() == [Some(4), Some(4), Some(2)]
     })
     .await;
@@ -275,7 +264,7 @@ async fn one_budget_is_shared_by_priority_and_batch_stops_first_when_degraded() 
     tb.publish("normal", bodies("slow", 2)).await;
     wait_for_level(&worker, Level::Degraded).await;
     // Degraded: urgent keeps its RDY, normal halves, batch stops.
-    wait_until("the broker has the degraded RDYs", || {
+    wait_until("the broker has the degraded RDYs", WAIT, || {
         rdys() == [Some(4), Some(2), Some(0)]
     })
     .await;
@@ -324,7 +313,7 @@ async fn snappy_and_deflate_connections_consume_and_finish() {
         let mut sent: Vec<String> = bodies("small", 40);
         sent.extend((0..5).map(|i| format!("large-{i}-{}", "ticket text ".repeat(20_000))));
         tb.publish("zipped", sent.clone()).await;
-        wait_until("every compressed message is handled", || {
+        wait_until("every compressed message is handled", WAIT, || {
             handled.lock().unwrap().len() == sent.len()
         })
         .await;
@@ -409,7 +398,7 @@ async fn latency_oscillating_around_the_threshold_does_not_flap() {
     worker.subscribe("wobbly", "w", 4).await.unwrap();
     let n = 40;
     tb.publish("wobbly", bodies("m", n)).await;
-    wait_until("every message is finished", || {
+    wait_until("every message is finished", WAIT, || {
         tb.server
             .broker
             .existing_channel("wobbly", "w")

@@ -23,7 +23,9 @@ use triage_worker::WorkerConfig;
 
 mod common;
 
-use common::{bodies, start_broker, start_broker_on};
+use common::{
+    bodies, start_broker, start_broker_on, start_lookupd, start_registered_broker, wait_until,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_triage-worker");
 /// Generous: the machine may be busy; every wait ends as soon as its condition holds.
@@ -148,14 +150,6 @@ impl WorkerProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(status.success(), "the worker exited with {status}");
-    }
-}
-
-async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -476,4 +470,38 @@ async fn a_worker_started_before_its_broker_waits_for_it() {
     .await;
     worker.stop().await;
     tb.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_configured_with_lookupd_only_consumes_from_every_registered_broker() {
+    let lookupd = start_lookupd().await;
+    let brokers = [
+        start_registered_broker(&lookupd).await,
+        start_registered_broker(&lookupd).await,
+    ];
+    let files = Files::new();
+    let update = append_step(&files.path("core.log"), None);
+    let config = format!(
+        "lookupd_http_addresses = [\"http://{}\"]\nlookupd_poll_interval = \"100ms\"\nhttp_address = \"127.0.0.1:0\"\n\n[[subscriptions]]\ntopic = \"jobs\"\nchannel = \"w\"\nmax_in_flight = 4\n\n[[subscriptions.steps]]\nname = \"update\"\nkind = \"exec\"\ncommand = {update}\n",
+        lookupd.http_addr
+    );
+    let path = files.path("worker.toml");
+    std::fs::write(&path, config).unwrap();
+    let worker = WorkerProcess::start(&path).await;
+    let mut sent = HashSet::new();
+    for (b, broker) in brokers.iter().enumerate() {
+        let published = bodies(&format!("b{b}"), 5);
+        sent.extend(published.iter().cloned());
+        broker.publish("jobs", published).await;
+    }
+    wait_until("every job of both brokers ran", WAIT, || {
+        lines(&files.path("core.log")) == sent
+    })
+    .await;
+    worker.stop().await;
+    for broker in brokers {
+        assert_eq!(broker.pending("jobs", "w"), (0, 0));
+        broker.server.shutdown().await;
+    }
+    lookupd.shutdown().await;
 }
