@@ -166,8 +166,7 @@ fn grant_from(answer: Answer, from_server: bool) -> Result<Grant, String> {
 pub struct Asker {
     pub remote_ip: String,
     pub tls: bool,
-    /// The client certificate's common name; empty (triage does not parse
-    /// certificates), which auth servers treat as "no certificate".
+    /// The client certificate's common name; empty without one.
     pub common_name: String,
 }
 

@@ -206,6 +206,24 @@ pub struct TlsInfo {
     pub cipher_suite: String,
     /// A verified (or, under `require`, presented) client certificate.
     pub client_certificate: bool,
+    /// Its subject's common name (empty without one), which auth servers
+    /// are told as `common_name`, as nsqd tells them.
+    pub common_name: String,
+}
+
+/// The subject common name of a DER certificate, or "" if it has none or
+/// does not parse.
+pub fn common_name(der: &[u8]) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(der)
+        .ok()
+        .and_then(|(_, cert)| {
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok().map(str::to_owned))
+        })
+        .unwrap_or_default()
 }
 
 impl TlsInfo {
@@ -224,6 +242,30 @@ impl TlsInfo {
             client_certificate: connection
                 .peer_certificates()
                 .is_some_and(|certs| !certs.is_empty()),
+            common_name: connection
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map(|cert| common_name(cert))
+                .unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_name_is_read_from_the_subject() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["worker-1.example".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "worker-1");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()), "worker-1");
+        assert_eq!(common_name(b"not a certificate"), "");
     }
 }

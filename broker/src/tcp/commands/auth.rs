@@ -50,7 +50,12 @@ fn asker(session: &Session) -> Asker {
     Asker {
         remote_ip: session.info.remote_addr.ip().to_string(),
         tls: session.conn.is_tls(),
-        common_name: String::new(),
+        common_name: session
+            .info
+            .identity()
+            .tls
+            .map(|tls| tls.common_name)
+            .unwrap_or_default(),
     }
 }
 
