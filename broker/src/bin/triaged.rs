@@ -2,11 +2,9 @@
 //! `TRIAGE_*` env, nsqd-style flags), serves until SIGINT or SIGTERM, then
 //! shuts down cleanly.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tracing_subscriber::EnvFilter;
 use triage_broker::Server;
 use triage_config::{BrokerArgs, LogFormat};
 
@@ -21,8 +19,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
     };
-    if let Err(e) = init_logging(config.log_format, &config.log_level) {
-        return fail(&format!("{e:#}"));
+    let json = config.log_format == LogFormat::Json;
+    if let Err(e) = triage_daemon::init_logging(&config.log_level, json, "log_level") {
+        return fail(&e);
     }
     let ignored = args.ignored.given();
     if !ignored.is_empty() {
@@ -51,47 +50,9 @@ fn run(config: triage_config::BrokerConfig) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;
-        shutdown_signal().await;
+        triage_daemon::shutdown_signal("the broker").await;
         tracing::info!("signal received, shutting down");
         server.shutdown().await;
         anyhow::Ok(())
     })
-}
-
-fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_new(level).with_context(|| format!("invalid log_level {level:?}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only help a person at a terminal; they garble files and pipes.
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the broker");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

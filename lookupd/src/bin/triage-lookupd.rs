@@ -2,14 +2,12 @@
 //! dash too, as Go's flag package allows), serves until SIGINT or SIGTERM,
 //! then shuts down cleanly.
 
-use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use triage_lookupd::{Lookupd, Options};
 
 /// An nsqlookupd-compatible discovery daemon: nodes register their topics
@@ -71,8 +69,8 @@ fn main() -> ExitCode {
             return fail(first.trim_start_matches("error: "));
         }
     };
-    if let Err(e) = init_logging(&args.log_level) {
-        return fail(&format!("{e:#}"));
+    if let Err(e) = triage_daemon::init_logging(&args.log_level, false, "--log-level") {
+        return fail(&e);
     }
     let defaults = Options::default();
     let options = Options {
@@ -109,40 +107,9 @@ fn run(options: Options) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let lookupd = Lookupd::start(options).await?;
-        shutdown_signal().await;
+        triage_daemon::shutdown_signal("lookupd").await;
         tracing::info!("signal received, shutting down");
         lookupd.shutdown().await;
         anyhow::Ok(())
     })
-}
-
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_new(level).with_context(|| format!("invalid --log-level {level:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops lookupd");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -4,14 +4,12 @@
 //! not up yet; serves until SIGINT or SIGTERM, then finishes in-flight work
 //! and exits.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use triage_worker::{Worker, WorkerConfig};
 
 #[derive(Debug, Parser)]
@@ -50,8 +48,8 @@ fn main() -> ExitCode {
         println!("{}: valid", args.config.display());
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = init_logging(&args.log_level) {
-        return fail(&format!("{e:#}"));
+    if let Err(e) = triage_daemon::init_logging(&args.log_level, false, "--log-level") {
+        return fail(&e);
     }
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,7 +75,7 @@ fn run(config: &WorkerConfig) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let signal = shutdown_signal();
+        let signal = triage_daemon::shutdown_signal("the worker");
         tokio::pin!(signal);
         // A broker that is not up yet (or restarting) is waited for, as NSQ clients do.
         let mut delay = Duration::from_millis(100);
@@ -100,38 +98,4 @@ fn run(config: &WorkerConfig) -> anyhow::Result<()> {
         worker.shutdown().await?;
         anyhow::Ok(())
     })
-}
-
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_new(level).with_context(|| format!("invalid --log-level {level:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the worker");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
