@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -24,7 +24,7 @@ use common::start_broker;
 /// `"triage_worker_..."` name in the worker's metrics module (which its own
 /// tests scrape from a running worker).
 fn worker_metrics() -> BTreeSet<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/src/metrics.rs");
+    let path = manifest_dir().join("../worker/src/metrics.rs");
     let source = std::fs::read_to_string(path).unwrap();
     let names: BTreeSet<String> = source
         .split('"')
@@ -38,7 +38,7 @@ fn worker_metrics() -> BTreeSet<String> {
 }
 
 fn docker_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker")
+    manifest_dir().join("../docker")
 }
 
 fn read(path: &str) -> String {
@@ -362,9 +362,16 @@ fn compose_prometheus_and_dockerfile_agree() {
     for bin in ["triaged", "triagectl", "triage-worker"] {
         assert!(dockerfile.contains(&format!("--bin {bin}")), "{bin}");
     }
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let manifest = std::fs::read_to_string(manifest_dir().join("Cargo.toml")).unwrap();
     for bin in ["triaged", "triagectl"] {
         assert!(manifest.contains(&format!("name = \"{bin}\"")), "{bin}");
     }
+}
+
+/// This package's directory, read when the test runs: the path compiled in
+/// by `env!` goes stale when the same target dir serves a clone elsewhere.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

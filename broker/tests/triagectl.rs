@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -165,7 +165,7 @@ fn entry<'a>(list: &'a Value, key: &str, name: &str) -> Option<&'a Value> {
 }
 
 fn example_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/triaged.example.toml")
+    manifest_dir().join("../config/triaged.example.toml")
 }
 
 // ---------------------------------------------------------------------------
@@ -690,4 +690,12 @@ fn config_check_names_every_bad_key() {
         lines.iter().all(|l| l.contains(path.to_str().unwrap())),
         "each line names the file: {run:?}"
     );
+}
+
+/// This package's directory, read when the test runs: the path compiled in
+/// by `env!` goes stale when the same target dir serves a clone elsewhere.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

@@ -12,7 +12,7 @@
 #[path = "../../fuzz/src/checks.rs"]
 mod checks;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
@@ -36,9 +36,7 @@ const TARGETS: [(&str, Check); 5] = [
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
+    manifest_dir().join("../fuzz/corpus").join(target)
 }
 
 #[test]
@@ -600,4 +598,12 @@ fn deflate_seeds() -> Seeds {
         seeds.push((name.to_owned(), compress_seed(0, 10, &wire)));
     }
     seeds
+}
+
+/// This package's directory, read when the test runs: the path compiled in
+/// by `env!` goes stale when the same target dir serves a clone elsewhere.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
