@@ -213,6 +213,28 @@ async fn creations_and_deletions_reach_lookupd() {
             .any(|n| n["tcp_port"] == port && n["triage_topic_tiers"]["alerts"] == "memory")
     })
     .await;
+
+    // A tier changed in place (`/topic/tier`) reaches it too.
+    brokers[0]
+        .broker()
+        .change_tier(
+            "alerts",
+            triage_config::Tier::Persistent,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    wait_for("the changed tier in /nodes", || async {
+        let Some(nodes) = get(http, "/nodes").await else {
+            return false;
+        };
+        nodes["producers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["tcp_port"] == port && n["triage_topic_tiers"]["alerts"] == "persistent")
+    })
+    .await;
     stop(brokers, lookupd).await;
 }
 

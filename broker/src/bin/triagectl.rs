@@ -116,15 +116,8 @@ enum TopicCommand {
         /// memory, persistent or delayed; the broker's tier rules decide when omitted.
         #[arg(long, value_parser = parse_tier)]
         tier: Option<Tier>,
-        /// Delayed tier: every publish waits this long (e.g. 30m).
-        #[arg(long, value_name = "DURATION")]
-        delay: Option<String>,
-        /// Delayed tier: messages due within one window are released together (e.g. 1h).
-        #[arg(long, value_name = "DURATION")]
-        batch_window: Option<String>,
-        /// A message delivered this many times that comes back moves to <topic>.dead.
-        #[arg(long, value_name = "N")]
-        max_attempts: Option<u16>,
+        #[command(flatten)]
+        settings: TopicSettingsArgs,
     },
     Delete {
         #[arg(value_parser = parse_topic)]
@@ -143,14 +136,51 @@ enum TopicCommand {
         #[arg(value_parser = parse_topic)]
         topic: String,
     },
-    /// Move a topic to another tier (the broker refuses until it can).
+    /// Move a topic to another tier in place, for messages published from
+    /// now on: what the topic already holds keeps the guarantee it was
+    /// accepted with, and pending delayed messages still come out when due.
+    /// Settings not given are kept (delay and batch window only while the
+    /// topic stays delayed). A topic without a log (memory under
+    /// memory_overflow = reject, or #ephemeral) cannot leave memory.
     SetTier {
         #[arg(value_parser = parse_topic)]
         topic: String,
         /// memory, persistent or delayed.
         #[arg(value_parser = parse_tier)]
         tier: Tier,
+        #[command(flatten)]
+        settings: TopicSettingsArgs,
     },
+}
+
+/// A topic's settings, for `topic create` and `topic set-tier`.
+#[derive(Debug, Clone, clap::Args)]
+struct TopicSettingsArgs {
+    /// Delayed tier: every publish waits this long (e.g. 30m).
+    #[arg(long, value_name = "DURATION")]
+    delay: Option<String>,
+    /// Delayed tier: messages due within one window are released together (e.g. 1h).
+    #[arg(long, value_name = "DURATION")]
+    batch_window: Option<String>,
+    /// A message delivered this many times that comes back moves to <topic>.dead.
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u16>,
+}
+
+impl TopicSettingsArgs {
+    /// `&key=value` for each setting given; the broker checks the values
+    /// and names a bad one.
+    fn query(&self) -> String {
+        let settings = [
+            ("delay", self.delay.clone()),
+            ("batch_window", self.batch_window.clone()),
+            ("max_attempts", self.max_attempts.map(|n| n.to_string())),
+        ];
+        settings
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| format!("&{key}={}", encode(&value))))
+            .collect()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,26 +340,14 @@ fn change_of(command: &Command) -> Option<Change> {
         Command::Topic(TopicCommand::Create {
             topic,
             tier,
-            delay,
-            batch_window,
-            max_attempts,
+            settings,
         }) => {
             let mut change = topic_change("create", topic, "created");
             if let Some(tier) = tier {
                 change.path.push_str("&tier=");
                 change.path.push_str(tier.as_str());
             }
-            // The broker checks the values and names a bad one.
-            let settings = [
-                ("delay", delay.clone()),
-                ("batch_window", batch_window.clone()),
-                ("max_attempts", max_attempts.map(|n| n.to_string())),
-            ];
-            for (key, value) in settings {
-                if let Some(value) = value {
-                    change.path.push_str(&format!("&{key}={}", encode(&value)));
-                }
-            }
+            change.path.push_str(&settings.query());
             change
         }
         Command::Topic(TopicCommand::Delete { topic }) => topic_change("delete", topic, "deleted"),
@@ -530,11 +548,16 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
         Command::Topic(TopicCommand::List) => {
             topic_list(&client.stats(None, false).await?, as_json)
         }
-        Command::Topic(TopicCommand::SetTier { topic, tier }) => {
+        Command::Topic(TopicCommand::SetTier {
+            topic,
+            tier,
+            settings,
+        }) => {
             let path = format!(
-                "/topic/tier?topic={}&tier={}",
+                "/topic/tier?topic={}&tier={}{}",
                 encode(&topic),
-                tier.as_str()
+                tier.as_str(),
+                settings.query()
             );
             client.post(&path, Bytes::new()).await?;
             done(

@@ -18,14 +18,21 @@ pub(super) fn apply(session: &mut Session, id: &MessageId) -> Result<(), Protoco
         .finish(session.info.id, id)
         .map_err(|e| failed(id, &e.to_string()))?;
     // No tier means the topic is being deleted: nothing worth recording.
-    if let Some(tier) = session.channel_tier {
-        let histogram = session.info.end_to_end.get_or_init(|| {
-            session
-                .broker
-                .metrics
-                .end_to_end(&channel.topic_name, &channel.name, tier)
+    if let Some(tier) = &session.channel_tier {
+        let tier = tier.get();
+        let metrics = &session.broker.metrics;
+        let (cached_tier, histogram) = session.info.end_to_end.get_or_init(|| {
+            (
+                tier,
+                metrics.end_to_end(&channel.topic_name, &channel.name, tier),
+            )
         });
-        crate::metrics::observe_end_to_end(histogram, published_ns);
+        if *cached_tier == tier {
+            crate::metrics::observe_end_to_end(histogram, published_ns);
+        } else {
+            let histogram = metrics.end_to_end(&channel.topic_name, &channel.name, tier);
+            crate::metrics::observe_end_to_end(&histogram, published_ns);
+        }
     }
     session.info.finish_count.fetch_add(1, Ordering::Relaxed);
     channel
