@@ -198,14 +198,21 @@ impl Topic {
     }
 
     /// Whether [`Topic::change_tier`] may move this topic to `tier`: only
-    /// a topic with a log can change (see the module doc), and an ephemeral
-    /// one never leaves memory.
+    /// a topic with a log can change (see the module doc), and ephemeral and
+    /// system topics never leave memory.
     pub fn can_become(&self, tier: Tier) -> Result<(), &'static str> {
         if tier == self.tier() {
             return Ok(());
         }
         if self.ephemeral {
             return Err("an #ephemeral topic is always memory-tier");
+        }
+        if self
+            .name
+            .starts_with(triage_config::tier::SYSTEM_TOPIC_PREFIX)
+        {
+            // The broker publishes its events there as memory-tier.
+            return Err("a _triage. system topic is always memory-tier");
         }
         if self.store.is_none() {
             return Err(

@@ -109,7 +109,7 @@ async fn memory_to_persistent_then_kill_9_delivers_every_later_message() {
     }
     assert_eq!(
         ctl(&broker, &["topic", "set-tier", "t", "persistent"]),
-        "topic t is persistent\n"
+        "topic t tier set to persistent\n"
     );
     assert_eq!(tier_of(&broker, "t"), "persistent");
     let (status, metrics) = broker.http("GET", "/metrics");
@@ -239,7 +239,7 @@ async fn delayed_tier_changes_hold_later_publishes_and_keep_pending_ones() {
             &broker,
             &["topic", "set-tier", "jobs", "delayed", "--delay", "1500"]
         ),
-        "topic jobs is delayed\n"
+        "topic jobs tier set to delayed\n"
     );
     assert_eq!(tier_of(&broker, "jobs"), "delayed");
     let published = Instant::now();

@@ -609,13 +609,13 @@ fn set_tier_changes_a_topic_in_place_and_refuses_bad_input_clearly() {
     let broker = TestBroker::start();
     broker.ok(&["topic", "create", "orders"]);
     let out = broker.ok(&["topic", "set-tier", "orders", "persistent"]);
-    assert_eq!(out, "topic orders is persistent\n");
+    assert_eq!(out, "topic orders tier set to persistent\n");
     let out = broker.json(&["topic", "set-tier", "orders", "persistent"]);
     assert_eq!(out["tier"], "persistent");
     let orders = broker.server().broker.existing_topic("orders").unwrap();
 
     let out = broker.ok(&["topic", "set-tier", "orders", "memory"]);
-    assert_eq!(out, "topic orders is memory\n");
+    assert_eq!(out, "topic orders tier set to memory\n");
     assert_eq!(orders.tier().as_str(), "memory");
     let out = broker.ok(&[
         "topic",
@@ -629,7 +629,7 @@ fn set_tier_changes_a_topic_in_place_and_refuses_bad_input_clearly() {
         "--max-attempts",
         "4",
     ]);
-    assert_eq!(out, "topic orders is delayed\n");
+    assert_eq!(out, "topic orders tier set to delayed\n");
     assert_eq!(orders.tier().as_str(), "delayed");
     let settings = orders.settings();
     assert_eq!(settings.delay, Duration::from_secs(30));
@@ -664,6 +664,13 @@ fn set_tier_changes_a_topic_in_place_and_refuses_bad_input_clearly() {
         "{run:?}"
     );
     broker.ok(&["topic", "set-tier", "scratch#ephemeral", "memory"]);
+    broker.ok(&["topic", "create", "_triage.backpressure"]);
+    let run = broker.ctl(&["topic", "set-tier", "_triage.backpressure", "delayed"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with("triagectl: TIER_CHANGE_REFUSED") && run.stderr.contains("system"),
+        "{run:?}"
+    );
 
     let run = broker.ctl(&["topic", "set-tier", "ghost", "memory"]);
     assert_eq!(run.code, 1, "{run:?}");

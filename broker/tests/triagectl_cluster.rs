@@ -274,6 +274,39 @@ fn pause_reaches_every_broker_holding_the_topic() {
 }
 
 #[test]
+fn set_tier_reaches_every_broker_holding_the_topic() {
+    let cluster = TestCluster::start();
+    cluster.runtime.block_on(async {
+        for broker in &cluster.brokers[..2] {
+            broker.broker().channel("jobs", "workers").await.unwrap();
+        }
+    });
+    let holders = cluster.http_addresses(&[0, 1]);
+    cluster.wait_until("jobs on two brokers", "/lookup?topic=jobs", &holders);
+
+    let run = cluster.ctl(&["topic", "set-tier", "jobs", "delayed", "--delay", "2m"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let expected: String = holders
+        .iter()
+        .map(|addr| format!("topic jobs tier set to delayed on {addr}\n"))
+        .collect();
+    assert_eq!(run.stdout, expected);
+    for broker in &cluster.brokers[..2] {
+        let jobs = broker.broker().existing_topic("jobs").unwrap();
+        assert_eq!(jobs.tier().as_str(), "delayed");
+        assert_eq!(jobs.settings().delay, Duration::from_secs(120));
+    }
+    assert!(cluster.brokers[2].broker().existing_topic("jobs").is_err());
+
+    let run = cluster.ctl(&["--json", "topic", "set-tier", "jobs", "memory"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let reply: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(reply["result"], "tier set");
+    assert_eq!(reply["tier"], "memory");
+    assert_eq!(reply["brokers"].as_array().unwrap().len(), 2, "{reply}");
+}
+
+#[test]
 fn an_unreachable_lookupd_is_one_line_and_exit_1() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = listener.local_addr().unwrap().to_string();

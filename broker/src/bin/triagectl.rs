@@ -136,12 +136,13 @@ enum TopicCommand {
         #[arg(value_parser = parse_topic)]
         topic: String,
     },
-    /// Move a topic to another tier in place, for messages published from
-    /// now on: what the topic already holds keeps the guarantee it was
-    /// accepted with, and pending delayed messages still come out when due.
+    /// Move a topic to another tier in place, for messages published from now on.
+    ///
+    /// What the topic already holds keeps the guarantee it was accepted with, and pending delayed messages still come out when due.
     /// Settings not given are kept (delay and batch window only while the
     /// topic stays delayed). A topic without a log (memory under
-    /// memory_overflow = reject, or #ephemeral) cannot leave memory.
+    /// memory_overflow = reject, or #ephemeral) and a _triage. system topic
+    /// cannot leave memory.
     SetTier {
         #[arg(value_parser = parse_topic)]
         topic: String,
@@ -318,6 +319,8 @@ struct Change {
     subject: String,
     path: String,
     past: &'static str,
+    /// Said after `past`: ` to memory` for a tier change.
+    detail: String,
     fields: Value,
 }
 
@@ -334,6 +337,7 @@ fn change_of(command: &Command) -> Option<Change> {
         subject: format!("topic {topic}"),
         path: format!("/topic/{endpoint}?topic={}", encode(topic)),
         past,
+        detail: String::new(),
         fields: json!({ "topic": topic }),
     };
     Some(match command {
@@ -348,6 +352,18 @@ fn change_of(command: &Command) -> Option<Change> {
                 change.path.push_str(tier.as_str());
             }
             change.path.push_str(&settings.query());
+            change
+        }
+        Command::Topic(TopicCommand::SetTier {
+            topic,
+            tier,
+            settings,
+        }) => {
+            let mut change = topic_change("tier", topic, "tier set");
+            change.path.push_str(&format!("&tier={}", tier.as_str()));
+            change.path.push_str(&settings.query());
+            change.detail = format!(" to {tier}");
+            change.fields["tier"] = Value::from(tier.as_str());
             change
         }
         Command::Topic(TopicCommand::Delete { topic }) => topic_change("delete", topic, "deleted"),
@@ -375,6 +391,7 @@ fn change_of(command: &Command) -> Option<Change> {
                     encode(channel)
                 ),
                 past,
+                detail: String::new(),
                 fields: json!({ "topic": topic, "channel": channel }),
             }
         }
@@ -470,8 +487,8 @@ async fn change_cluster(
             Ok(tier) => {
                 let tier_note = tier.as_ref().map(|t| format!(" ({t})")).unwrap_or_default();
                 lines.push_str(&format!(
-                    "{} {}{tier_note} on {addr}\n",
-                    change.subject, change.past
+                    "{} {}{}{tier_note} on {addr}\n",
+                    change.subject, change.past, change.detail
                 ));
                 per_broker.push(json!({ "address": addr, "ok": true, "tier": tier }));
             }
@@ -535,7 +552,7 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
         client.post(&change.path, Bytes::new()).await?;
         let create = change.is_create_topic();
         let mut fields = change.fields;
-        let mut sentence = format!("{} {}", change.subject, change.past);
+        let mut sentence = format!("{} {}{}", change.subject, change.past, change.detail);
         if create {
             // The broker's tier rules may have chosen it.
             let tier = topic_tier(client, &change.topic).await?;
@@ -547,24 +564,6 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
     Ok(match command {
         Command::Topic(TopicCommand::List) => {
             topic_list(&client.stats(None, false).await?, as_json)
-        }
-        Command::Topic(TopicCommand::SetTier {
-            topic,
-            tier,
-            settings,
-        }) => {
-            let path = format!(
-                "/topic/tier?topic={}&tier={}{}",
-                encode(&topic),
-                tier.as_str(),
-                settings.query()
-            );
-            client.post(&path, Bytes::new()).await?;
-            done(
-                "tier set",
-                json!({ "topic": topic, "tier": tier.as_str() }),
-                format!("topic {topic} is {tier}"),
-            )
         }
         Command::Channel(ChannelCommand::List { topic }) => {
             let stats = client.stats(Some(&topic), false).await?;

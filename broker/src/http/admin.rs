@@ -81,7 +81,8 @@ fn settings_param(params: &Params) -> Result<SettingsChange, ApiError> {
 /// `Broker::change_tier`); `delay`, `batch_window` and `max_attempts` as for
 /// `/topic/create`. Asking for the tier and settings a topic already has is
 /// a no-op `OK`. A topic without a log (memory under `memory_overflow =
-/// reject`, or `#ephemeral`) cannot leave memory: 409.
+/// reject`, or `#ephemeral`) and a `_triage.` system topic cannot leave
+/// memory: 409.
 pub async fn topic_tier(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {
     let topic = topic_param(&params)?;
     let tier = tier_param(&params)?
