@@ -269,13 +269,7 @@ impl Broker {
         } else {
             TopicSettings::default()
         });
-        settings
-            .check(tier, self.config.max_req_timeout)
-            .map_err(|(field, reason)| TopicError::InvalidSettings {
-                topic: name.to_owned(),
-                field,
-                reason,
-            })?;
+        self.check_settings(name, tier, settings)?;
         let ephemeral = triage_protocol::names::is_ephemeral(name);
         let incarnation = if ephemeral {
             0
@@ -309,6 +303,22 @@ impl Broker {
         self.topology.notify();
         tracing::info!(topic = name, tier = tier.as_str(), "topic created");
         Ok(topic)
+    }
+
+    /// Whether `settings` fit a topic `name` of `tier` (see [`TopicSettings::check`]).
+    fn check_settings(
+        &self,
+        name: &str,
+        tier: Tier,
+        settings: TopicSettings,
+    ) -> Result<(), TopicError> {
+        settings
+            .check(tier, self.config.max_req_timeout)
+            .map_err(|(field, reason)| TopicError::InvalidSettings {
+                topic: name.to_owned(),
+                field,
+                reason,
+            })
     }
 
     /// Persistent and delayed topics keep a log (a delayed topic's messages
@@ -539,13 +549,7 @@ impl Broker {
         if tier == topic.tier() && settings == current {
             return Ok(());
         }
-        settings
-            .check(tier, self.config.max_req_timeout)
-            .map_err(|(field, reason)| TopicError::InvalidSettings {
-                topic: name.to_owned(),
-                field,
-                reason,
-            })?;
+        self.check_settings(name, tier, settings)?;
         if !topic.ephemeral {
             self.store
                 .put_topic(&TopicMeta {

@@ -14,7 +14,7 @@ use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::triaged::{Triaged, DEADLINE};
+use common::triaged::{http_at, Triaged, DEADLINE};
 use common::{body_str, Client, Read};
 use triage_protocol::{Command, Frame, Message};
 
@@ -318,7 +318,7 @@ async fn publishes_racing_tier_changes_are_neither_lost_nor_reordered() {
         for change in 0..CHANGES {
             let tier = tiers[change % tiers.len()];
             let path = format!("/topic/tier?topic=race&tier={tier}");
-            let (status, body) = common_http(http, &path);
+            let (status, body) = http_at(http, "POST", &path);
             assert_eq!((status, body.as_str()), (200, "OK"), "{path}");
             done += 1;
         }
@@ -344,20 +344,4 @@ async fn publishes_racing_tier_changes_are_neither_lost_nor_reordered() {
         );
     }
     broker.stop();
-}
-
-/// [`Triaged::http`] for a thread that does not own the `Triaged`.
-fn common_http(addr: SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(stream, "POST {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    let status = reply[9..12].parse().unwrap();
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }

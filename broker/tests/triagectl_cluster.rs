@@ -161,6 +161,19 @@ fn ctl_through(lookupd: &str, args: &[&str]) -> Run {
     }
 }
 
+/// Topic `jobs` with channel `workers` on brokers 0 and 1 (not 2), once
+/// lookupd lists both; returns their HTTP addresses.
+fn jobs_on_two_brokers(cluster: &TestCluster) -> Vec<String> {
+    cluster.runtime.block_on(async {
+        for broker in &cluster.brokers[..2] {
+            broker.broker().channel("jobs", "workers").await.unwrap();
+        }
+    });
+    let holders = cluster.http_addresses(&[0, 1]);
+    cluster.wait_until("jobs on two brokers", "/lookup?topic=jobs", &holders);
+    holders
+}
+
 fn find<'a>(list: &'a Value, key: &str, name: &str) -> &'a Value {
     list.as_array()
         .unwrap()
@@ -233,13 +246,7 @@ fn stats_sum_every_broker_lookupd_knows() {
 #[test]
 fn pause_reaches_every_broker_holding_the_topic() {
     let cluster = TestCluster::start();
-    cluster.runtime.block_on(async {
-        for broker in &cluster.brokers[..2] {
-            broker.broker().channel("jobs", "workers").await.unwrap();
-        }
-    });
-    let holders = cluster.http_addresses(&[0, 1]);
-    cluster.wait_until("jobs on two brokers", "/lookup?topic=jobs", &holders);
+    let holders = jobs_on_two_brokers(&cluster);
 
     let run = cluster.ctl(&["topic", "pause", "jobs"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -276,13 +283,7 @@ fn pause_reaches_every_broker_holding_the_topic() {
 #[test]
 fn set_tier_reaches_every_broker_holding_the_topic() {
     let cluster = TestCluster::start();
-    cluster.runtime.block_on(async {
-        for broker in &cluster.brokers[..2] {
-            broker.broker().channel("jobs", "workers").await.unwrap();
-        }
-    });
-    let holders = cluster.http_addresses(&[0, 1]);
-    cluster.wait_until("jobs on two brokers", "/lookup?topic=jobs", &holders);
+    let holders = jobs_on_two_brokers(&cluster);
 
     let run = cluster.ctl(&["topic", "set-tier", "jobs", "delayed", "--delay", "2m"]);
     assert_eq!(run.code, 0, "{run:?}");
