@@ -9,7 +9,9 @@
 //! Modules: [`broker`] (the tree and its defaults), [`units`] (durations like
 //! `60s`/`1m30s` and sizes like `1 MiB`), [`flags`] (clap arguments), [`load`]
 //! (merging the layers), [`tier`] (tiers and topic-name rules), [`sync`] (when
-//! the persistent tier fsyncs, and what a crash loses under each policy).
+//! the persistent tier fsyncs, and what a crash loses under each policy),
+//! [`worker`] (the `triage-worker` file: its tree, defaults and checks, here so
+//! that `triagectl config check` reads worker files by the worker's rules).
 
 pub mod auth;
 pub mod broker;
@@ -19,6 +21,7 @@ pub mod sync;
 pub mod tier;
 pub mod tls;
 pub mod units;
+pub mod worker;
 
 pub use auth::AuthHttpRequestMethod;
 pub use broker::{BrokerConfig, LogFormat};
