@@ -17,6 +17,25 @@ use std::time::Duration;
 
 pub use read::check_worker_toml;
 
+/// The keys a worker file may have at its top level; `subscriptions` is
+/// required, so a file with it is a worker's.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "broker",
+    "lookupd_http_addresses",
+    "lookupd_poll_interval",
+    "http_address",
+    "client_id",
+    "hostname",
+    "concurrency",
+    "max_in_flight",
+    "shutdown_timeout",
+    "compression",
+    "deflate_level",
+    "degrade",
+    "backoff",
+    "subscriptions",
+];
+
 /// The suffix of the default deferral topic, `<topic>.deferred`.
 pub const DEFERRED_SUFFIX: &str = ".deferred";
 

@@ -18,6 +18,7 @@ use triage_protocol::names::{is_valid_channel_name, is_valid_topic_name};
 use super::{
     defaults, lookupd_authority, Backoff, Compression, ConfigError, DegradeConfig, LatencySignal,
     Priority, StepAction, StepConfig, SubscriptionConfig, WorkerConfig, DEFERRED_SUFFIX,
+    TOP_LEVEL_KEYS,
 };
 use crate::units::parse_duration;
 
@@ -230,22 +231,7 @@ impl<'a> Section<'a> {
 }
 
 fn read_worker(root: &Section<'_>) -> Option<WorkerConfig> {
-    root.only(&[
-        "broker",
-        "lookupd_http_addresses",
-        "lookupd_poll_interval",
-        "http_address",
-        "client_id",
-        "hostname",
-        "concurrency",
-        "max_in_flight",
-        "shutdown_timeout",
-        "compression",
-        "deflate_level",
-        "degrade",
-        "backoff",
-        "subscriptions",
-    ]);
+    root.only(TOP_LEVEL_KEYS);
     let broker = root.string("broker");
     if let Some(broker) = broker.filter(|b| !is_host_port(b)) {
         root.report(
@@ -682,6 +668,7 @@ fn check_http_url(url: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
