@@ -51,6 +51,8 @@ pub(super) fn worker_from_toml(text: &str) -> Result<WorkerConfig, Vec<ConfigErr
     let errors = problems.0.into_inner();
     match config {
         Some(config) if errors.is_empty() => Ok(config),
+        // A reader gives up only after recording why; should one ever not,
+        // the file is still refused rather than the list left empty.
         _ if errors.is_empty() => Err(vec![ConfigError::new("file", "cannot be read")]),
         _ => Err(errors),
     }
