@@ -168,6 +168,10 @@ fn example_config() -> PathBuf {
     manifest_dir().join("../config/triaged.example.toml")
 }
 
+fn example_worker_config() -> PathBuf {
+    manifest_dir().join("../worker/ticket-worker.example.toml")
+}
+
 // ---------------------------------------------------------------------------
 // Topics and channels
 // ---------------------------------------------------------------------------
@@ -761,6 +765,159 @@ fn config_check_names_every_bad_key() {
         lines.iter().all(|l| l.contains(path.to_str().unwrap())),
         "each line names the file: {run:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// config check of worker files, and which kind a file is
+// ---------------------------------------------------------------------------
+
+/// `config check` on a file holding `text`, with `args` before the path.
+fn config_check(dir: &tempfile::TempDir, text: &str, args: &[&str]) -> (Run, String) {
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    let mut all = vec!["config", "check"];
+    all.extend_from_slice(args);
+    all.push(&path);
+    (ctl_offline(&all), path)
+}
+
+#[test]
+fn config_check_accepts_the_example_worker_file() {
+    let example = example_worker_config();
+    for args in [&[][..], &["--kind", "worker"]] {
+        let mut all = vec!["config", "check"];
+        all.extend_from_slice(args);
+        all.push(example.to_str().unwrap());
+        let run = ctl_offline(&all);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        assert_eq!(run.stdout, "ok\n", "{args:?}");
+        assert!(run.stderr.is_empty(), "{run:?}");
+    }
+    // Read as a broker file, the worker's keys are unknown there.
+    let run = ctl_offline(&[
+        "config",
+        "check",
+        "--kind",
+        "broker",
+        example.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("unknown key \"subscriptions\""),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn config_check_names_every_bad_key_of_a_worker_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+broker = "127.0.0.1"
+colour = "blue"
+
+[degrade]
+threshold = "soon"
+
+[[subscriptions]]
+topic = "tickets"
+channel = "work"
+priority = "high"
+
+[[subscriptions.steps]]
+name = "update"
+kind = "http"
+url = "https://example.com/"
+
+[[subscriptions.steps]]
+name = "notify"
+kind = "exec"
+command = ["true"]
+core = "no"
+"#;
+    let (run, path) = config_check(&dir, text, &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let keys = [
+        "colour: unknown key",
+        "broker: must be host:port",
+        "degrade.threshold: ",
+        "subscriptions[0].priority: must be one of",
+        "subscriptions[0].steps[0].url: must start with http://",
+        "subscriptions[0].steps[1].core: must be true or false",
+    ];
+    assert_eq!(lines.len(), keys.len(), "{run:?}");
+    for key in keys {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(key)).count(),
+            1,
+            "{key}: {run:?}"
+        );
+    }
+    let prefix = format!("triagectl: worker config file {path}: ");
+    assert!(
+        lines.iter().all(|l| l.starts_with(&prefix)),
+        "each line names the file: {run:?}"
+    );
+}
+
+#[test]
+fn config_check_guesses_the_kind_from_the_top_level_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    // No [[subscriptions]], but worker keys only: checked as a worker file,
+    // which then misses its subscriptions.
+    let (run, path) = config_check(&dir, "[degrade]\nthreshold = \"1s\"\n", &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(": subscriptions: at least one [[subscriptions]] is required"),
+        "{run:?}"
+    );
+    let prefix = format!("triagectl: worker config file {path}: ");
+    assert!(
+        run.stderr.lines().all(|l| l.starts_with(&prefix)),
+        "{run:?}"
+    );
+    // A key triaged knows: checked as a broker file.
+    let (run, _) = config_check(&dir, "mem_queue_size = \"lots\"\n", &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(run.stderr.contains("mem_queue_size"), "{run:?}");
+    assert!(!run.stderr.contains("worker config"), "{run:?}");
+    // --kind overrides the guess.
+    let (run, _) = config_check(&dir, "mem_queue_size = 10\n", &["--kind", "worker"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(": mem_queue_size: unknown key"),
+        "{run:?}"
+    );
+    let (run, _) = config_check(&dir, "mem_queue_size = 10\n", &["--kind", "nsqd"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.starts_with("error: "),
+        "clap's usage error: {run:?}"
+    );
+}
+
+#[test]
+fn config_check_refuses_a_file_of_neither_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[package]\nname = \"triage\"\n";
+    let (run, path) = config_check(&dir, text, &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(run.stderr.starts_with("triagectl: "), "{run:?}");
+    assert!(run.stderr.contains(&path), "names the file: {run:?}");
+    assert!(
+        run.stderr.contains("pass --kind broker or --kind worker"),
+        "{run:?}"
+    );
+    // Told the kind, it names the key that does not belong.
+    let (run, _) = config_check(&dir, text, &["--kind", "broker"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("unknown key \"package\""), "{run:?}");
 }
 
 /// This package's directory, read when the test runs: the path compiled in

@@ -788,8 +788,13 @@ impl<T: Clone> Given for Vec<T> {
 
 /// The known key closest to a misspelt one (`msg-timeout`, `nsqlookupd_tcp_addresses`).
 fn closest_key(unknown: &str) -> Option<&'static str> {
+    closest(unknown, KEYS)
+}
+
+/// The key of `keys` that `unknown` is most likely a typo of, if any.
+pub(crate) fn closest(unknown: &str, keys: &[&'static str]) -> Option<&'static str> {
     let unknown = unknown.to_ascii_lowercase().replace('-', "_");
-    KEYS.iter()
+    keys.iter()
         .map(|key| (edit_distance(&unknown, key), *key))
         .filter(|&(distance, key)| distance <= 3.max(key.len() / 4))
         .min_by_key(|&(distance, _)| distance)

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::Priority;
 use crate::config::WorkerConfig;
-use crate::consumer::{Consumer, Subscription};
+use crate::consumer::{Consumer, ConsumerConfig, Subscription};
 use crate::error::ConsumerError;
 use crate::metrics::{self, WorkerMetrics};
 use crate::pipeline::PipelineHandler;
@@ -80,7 +80,7 @@ impl Worker {
             address: config.http_address,
             source,
         })?;
-        let consumer_config = config.consumer_config();
+        let consumer_config = ConsumerConfig::from(config);
         let metrics = Arc::new(WorkerMetrics::new());
         let producer = Arc::new(Producer::new(consumer_config.clone()));
         let handler = PipelineHandler::new(config, &http_client(), producer, metrics.clone());

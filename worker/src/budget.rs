@@ -8,49 +8,10 @@
 //! proportion to what each wants, so no subscription of a class starves
 //! another of it. Pure: no I/O, no clock.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::degrade::Level;
 
-/// A subscription's priority; urgent is served first, batch last.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
-    Urgent,
-    #[default]
-    Normal,
-    /// Also what replay subscriptions (`<topic>.deferred`) use: nothing while degraded.
-    Batch,
-}
-
-impl Priority {
-    pub const ALL: [Priority; 3] = [Priority::Urgent, Priority::Normal, Priority::Batch];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Urgent => "urgent",
-            Priority::Normal => "normal",
-            Priority::Batch => "batch",
-        }
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Priority {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Priority::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or(())
-    }
-}
+/// A subscription's priority; defined with the config file it is read from.
+pub use triage_config::worker::Priority;
 
 /// The RDY a normal-priority subscription of `max_in_flight` asks for at
 /// `level`: all of it when normal, half when degraded, a quarter when

@@ -23,12 +23,13 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use triage_config::worker::lookupd_authority;
 use triage_protocol::frame::parse_error_text;
 use triage_protocol::{Command, Frame, IdentifyRequest, IdentifyResponse, Message, MessageId};
 
 use crate::budget::{allocate, Priority};
 use crate::degrade::{DegradeConfig, DegradeController, Level};
-use crate::discovery::{lookup, lookup_client, lookupd_authority};
+use crate::discovery::{lookup, lookup_client};
 use crate::error::{ConfigError, ConsumerError, HandlerError};
 use crate::latency::{LatencyMonitor, LatencySignal, LatencySnapshot, LatencyWindow, Sample};
 pub use crate::wire::Compression;
@@ -61,29 +62,8 @@ where
     }
 }
 
-/// REQ delay for a failed message: `base * 2^(attempts - 1)`, at most `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay after the `attempts`-th delivery failed (attempts start at 1).
-    pub fn delay(&self, attempts: u16) -> Duration {
-        let doublings = u32::from(attempts.saturating_sub(1)).min(31);
-        self.base.saturating_mul(1 << doublings).min(self.max)
-    }
-}
+/// REQ delay for a failed message; defined with the config file it is read from.
+pub use triage_config::worker::Backoff;
 
 /// One topic/channel pair to consume.
 #[derive(Debug, Clone, PartialEq, Eq)]

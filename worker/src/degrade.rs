@@ -11,8 +11,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::ConfigError;
-
 /// How loaded the worker is; sent to the broker as `BACKPRESSURE <level>`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -38,58 +36,8 @@ impl Level {
     }
 }
 
-/// The controller's thresholds. Defaults follow DESIGN.md: degrade when the
-/// p99 passes 500 ms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DegradeConfig {
-    /// Above this p99, enter [`Level::Degraded`]; below it for `hold`, leave [`Level::Overloaded`].
-    pub threshold: Duration,
-    /// Above this p99, enter [`Level::Overloaded`].
-    pub overload_threshold: Duration,
-    /// Below this p99 for `hold`, leave [`Level::Degraded`].
-    pub recover_below: Duration,
-    /// How long the p99 must stay below a recovery threshold before stepping down.
-    pub hold: Duration,
-}
-
-impl Default for DegradeConfig {
-    fn default() -> Self {
-        DegradeConfig {
-            threshold: Duration::from_millis(500),
-            overload_threshold: Duration::from_secs(2),
-            recover_below: Duration::from_millis(250),
-            hold: Duration::from_secs(10),
-        }
-    }
-}
-
-impl DegradeConfig {
-    /// # Errors
-    /// [`ConfigError`] naming the key when the thresholds are not ordered
-    /// `recover_below < threshold < overload_threshold`; without that gap
-    /// there is no hysteresis.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.recover_below >= self.threshold {
-            return Err(ConfigError::new(
-                "degrade.recover_below",
-                format!(
-                    "must be below degrade.threshold ({:?}), got {:?}",
-                    self.threshold, self.recover_below
-                ),
-            ));
-        }
-        if self.overload_threshold <= self.threshold {
-            return Err(ConfigError::new(
-                "degrade.overload_threshold",
-                format!(
-                    "must be above degrade.threshold ({:?}), got {:?}",
-                    self.threshold, self.overload_threshold
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
+/// The controller's thresholds; defined with the config file they are read from.
+pub use triage_config::worker::DegradeConfig;
 
 /// A change of level, as [`DegradeController::observe`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

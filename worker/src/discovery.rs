@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
+use triage_config::worker::lookupd_authority;
 
 /// One client (and connection pool) for every lookupd of a consumer.
 pub(crate) type LookupClient = Client<HttpConnector, Empty<Bytes>>;
@@ -41,23 +42,6 @@ struct LookupAnswer {
 struct Producer {
     broadcast_address: String,
     tcp_port: u16,
-}
-
-/// `host:port` of a lookupd given as `host:port` or `http://host:port`
-/// (both forms go-nsq and pynsq accept), `None` for anything else.
-pub(crate) fn lookupd_authority(address: &str) -> Option<&str> {
-    let authority = address.strip_prefix("http://").unwrap_or(address);
-    let authority = authority.strip_suffix('/').unwrap_or(authority);
-    match authority.rsplit_once(':') {
-        Some((host, port))
-            if !host.is_empty()
-                && !host.contains('/')
-                && port.parse::<u16>().is_ok_and(|p| p > 0) =>
-        {
-            Some(authority)
-        }
-        _ => None,
-    }
 }
 
 /// The TCP addresses (`broadcast_address:tcp_port`) of a `/lookup` body's
@@ -143,14 +127,5 @@ mod tests {
             Vec::<String>::new()
         );
         assert!(producer_addresses(b"<html>").is_err());
-    }
-
-    #[test]
-    fn lookupd_addresses_take_both_forms() {
-        assert_eq!(lookupd_authority("127.0.0.1:4161"), Some("127.0.0.1:4161"));
-        assert_eq!(lookupd_authority("http://lk:4161/"), Some("lk:4161"));
-        assert_eq!(lookupd_authority("https://lk:4161"), None);
-        assert_eq!(lookupd_authority("lk"), None);
-        assert_eq!(lookupd_authority(":4161"), None);
     }
 }

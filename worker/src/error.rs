@@ -38,23 +38,9 @@ pub enum ConsumerError {
     ShuttingDown,
 }
 
-/// A configuration value that cannot work; `key` names it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {reason}")]
-pub struct ConfigError {
-    /// The key's full path, e.g. `subscriptions[1].steps[0].url`.
-    pub key: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
+/// A configuration value that cannot work; `key` names it. Defined with the
+/// worker's config file, which most of them come from.
+pub use triage_config::worker::ConfigError;
 
 /// What a handler returns on failure; the message is requeued with backoff.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;

@@ -43,19 +43,8 @@ pub struct LatencySnapshot {
     pub age_p99: Option<Duration>,
 }
 
-/// Which p99 the degrade controller is fed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LatencySignal {
-    /// Handling time only. The default: messages a degraded worker held back
-    /// (via BACKPRESSURE) arrive old once it recovers, and counting their age
-    /// would push it straight back into degraded mode.
-    #[default]
-    Handling,
-    /// Message age on arrival only.
-    Age,
-    /// The worse of the two.
-    Worst,
-}
+/// Which p99 the degrade controller is fed; defined with the config file it is read from.
+pub use triage_config::worker::LatencySignal;
 
 impl LatencySnapshot {
     /// The value `signal` selects; an empty window reads as zero (nothing is slow).

@@ -19,7 +19,8 @@
 //! - [`error`]: the error types.
 //!
 //! The binary's parts, usable as a library too:
-//! - [`config`]: [`WorkerConfig`], one validated TOML file.
+//! - [`config`]: [`WorkerConfig`], one validated TOML file (defined in
+//!   `triage_config::worker`, so `triagectl config check` shares its rules).
 //! - [`steps`]: `http` and `exec` steps; [`pipeline`]: runs a subscription's
 //!   steps, skips or defers non-core ones ([`deferred`] is the envelope,
 //!   [`producer`] publishes it) and replays them.

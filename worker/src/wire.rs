@@ -47,15 +47,8 @@ struct Compressed {
     has_more: bool,
 }
 
-/// What IDENTIFY asks the broker to compress with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Compression {
-    #[default]
-    None,
-    Snappy,
-    /// Raw deflate at level 1 (fastest) to 9 (smallest).
-    Deflate(u8),
-}
+/// What IDENTIFY asks the broker to compress with; defined with the config file it is read from.
+pub use triage_config::worker::Compression;
 
 impl Wire {
     /// Connects to the broker at `address` by `deadline` and queues the V2 magic.

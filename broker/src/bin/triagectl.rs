@@ -3,7 +3,7 @@
 //!
 //! Exit codes: 0 success; 1 the broker is unreachable or refused the request;
 //! 2 bad usage (clap's message, a bad topic or channel name) or a config file
-//! that does not pass `config check`. `completions` and `config check` work
+//! (broker or worker) that does not pass `config check`. `completions` and `config check` work
 //! offline.
 
 use std::io::{BufRead, Write};
@@ -18,7 +18,7 @@ use triage_broker::ctl::client::{encode, AdminClient, CtlError};
 use triage_broker::ctl::cluster::{self, Cluster};
 use triage_broker::ctl::table;
 use triage_broker::ctl::tail::{self, Tail};
-use triage_config::Tier;
+use triage_config::{ConfigKind, Tier};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,7 +97,7 @@ enum Command {
         #[arg(long, env = "TRIAGECTL_TCP_ADDRESS", value_parser = parse_address)]
         tcp_address: Option<String>,
     },
-    /// Check configuration files offline.
+    /// Check triaged and triage-worker configuration files offline.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Print a shell completion script: `source <(triagectl completions bash)`.
@@ -208,8 +208,19 @@ struct ChannelArgs {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Validate a broker TOML file; prints `ok`, or one line per bad key.
-    Check { file: PathBuf },
+    /// Validate a broker (triaged) or worker (triage-worker) TOML file;
+    /// prints `ok`, or one line per bad key.
+    Check {
+        file: PathBuf,
+        /// Which program the file is for. By default guessed from its
+        /// top-level keys: `[[subscriptions]]` makes it a worker file; else
+        /// any key triaged knows (or none at all) a broker file; else any
+        /// other worker key a worker file; else a misspelt key of either,
+        /// triaged's first. A file with neither program's keys is refused:
+        /// pass --kind.
+        #[arg(long, value_enum)]
+        kind: Option<ConfigKind>,
+    },
 }
 
 fn parse_topic(name: &str) -> Result<String, String> {
@@ -256,7 +267,7 @@ fn main() -> ExitCode {
     // Bad usage exits 2 with clap's message; --help and --version exit 0.
     let cli = Cli::parse();
     match &cli.command {
-        Command::Config(ConfigCommand::Check { file }) => return config_check(file),
+        Command::Config(ConfigCommand::Check { file, kind }) => return config_check(file, *kind),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a failed write
             // (`| head`), and a CLI answers that with a sentence.
@@ -700,7 +711,7 @@ fn read_stdin_lines() -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// `config check FILE`: offline, so it works before a broker exists.
-fn config_check(file: &std::path::Path) -> ExitCode {
+fn config_check(file: &std::path::Path, kind: Option<ConfigKind>) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) => {
@@ -708,7 +719,15 @@ fn config_check(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let errors = triage_config::check_broker_toml(&text, file);
+    let Some(kind) = kind.or_else(|| triage_config::guess_kind(&text)) else {
+        eprintln!(
+            "triagectl: {} has no key of a broker or a worker config file; \
+             pass --kind broker or --kind worker",
+            file.display()
+        );
+        return ExitCode::from(2);
+    };
+    let errors = triage_config::check_config_toml(&text, file, kind);
     if errors.is_empty() {
         println!("ok");
         return ExitCode::SUCCESS;
