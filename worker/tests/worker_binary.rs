@@ -410,6 +410,34 @@ url = "ftp://tickets/update"
 }
 
 #[test]
+fn check_names_every_bad_key_one_line_each() {
+    let files = Files::new();
+    let path = files.path("worker.toml");
+    let config = r#"
+broker = "127.0.0.1:4150"
+
+[[subscriptions]]
+topic = "a"
+channel = "w"
+max_in_flight = "many"
+
+[[subscriptions.steps]]
+name = "update"
+kind = "http"
+url = "ftp://tickets/update"
+"#;
+    std::fs::write(&path, config).unwrap();
+    let output = run_worker(&["--check", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines.iter().all(|l| l.starts_with("triage-worker: ")), "{stderr}");
+    assert!(stderr.contains("subscriptions[0].max_in_flight"), "{stderr}");
+    assert!(stderr.contains("subscriptions[0].steps[0].url"), "{stderr}");
+}
+
+#[test]
 fn the_example_config_parses_and_checks() {
     let path = manifest_dir().join("ticket-worker.example.toml");
     let config = WorkerConfig::from_toml_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

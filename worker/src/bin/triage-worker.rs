@@ -40,14 +40,13 @@ fn main() -> ExitCode {
             return fail(first.trim_start_matches("error: "));
         }
     };
+    if args.check {
+        return check(&args.config);
+    }
     let config = match load(&args.config) {
         Ok(config) => config,
         Err(e) => return fail(&format!("{e:#}")),
     };
-    if args.check {
-        println!("{}: valid", args.config.display());
-        return ExitCode::SUCCESS;
-    }
     if let Err(e) = triage_daemon::init_logging(&args.log_level, false, "--log-level") {
         return fail(&e);
     }
@@ -60,6 +59,23 @@ fn main() -> ExitCode {
 /// One plain sentence on stderr and a non-zero exit.
 fn fail(message: &str) -> ExitCode {
     eprintln!("triage-worker: {message}");
+    ExitCode::from(2)
+}
+
+/// `--check`: every problem of the file, one line each, or "valid".
+fn check(path: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return fail(&format!("cannot read {}: {e}", path.display())),
+    };
+    let problems = triage_worker::config::check_worker_toml(&text);
+    if problems.is_empty() {
+        println!("{}: valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    for problem in &problems {
+        eprintln!("triage-worker: {} is invalid: {problem}", path.display());
+    }
     ExitCode::from(2)
 }
 
