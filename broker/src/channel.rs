@@ -7,11 +7,12 @@
 //! Timeouts and deferrals are two ordered sets served by one timer task per
 //! channel ([`Channel::run_timer`]), never a timer per message.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use foldhash::HashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -108,9 +109,34 @@ impl State {
         }
     }
 
+    /// Takes `id` out of flight if `client` has it (one lookup for the
+    /// common case), and gives the credit back.
+    fn take_in_flight_of(
+        &mut self,
+        client: ClientId,
+        id: &MessageId,
+    ) -> Result<InFlight, InFlightError> {
+        let entry = self
+            .in_flight
+            .remove(id)
+            .ok_or(InFlightError::NotInFlight)?;
+        if entry.client != client {
+            self.in_flight.insert(*id, entry);
+            return Err(InFlightError::WrongClient);
+        }
+        self.release(id, &entry);
+        Ok(entry)
+    }
+
     /// Takes `id` out of flight and gives its consumer the credit back.
     fn take_in_flight(&mut self, id: &MessageId) -> Option<InFlight> {
         let entry = self.in_flight.remove(id)?;
+        self.release(id, &entry);
+        Some(entry)
+    }
+
+    /// The bookkeeping of a message leaving flight: its deadline, its consumer's credit.
+    fn release(&mut self, id: &MessageId, entry: &InFlight) {
         self.deadlines.remove(&(entry.deadline, *id));
         if let Some(consumer) = self.consumers.get_mut(&entry.client) {
             consumer.in_flight = consumer.in_flight.saturating_sub(1);
@@ -119,7 +145,6 @@ impl State {
                 .in_flight
                 .store(consumer.in_flight, Ordering::Relaxed);
         }
-        Some(entry)
     }
 }
 
@@ -412,12 +437,32 @@ impl Channel {
     /// `FIN`: the message is done. Returns its publish timestamp (ns since the epoch).
     pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<i64, InFlightError> {
         let mut state = self.lock();
-        Self::check_owner(&state, client, id)?;
-        let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
+        Self::finish_locked(&mut state, client, id)
+    }
+
+    fn finish_locked(
+        state: &mut State,
+        client: ClientId,
+        id: &MessageId,
+    ) -> Result<i64, InFlightError> {
+        let entry = state.take_in_flight_of(client, id)?;
         if let (Some(backlog), Some(seq)) = (state.backlog.as_mut(), id.to_u64()) {
             backlog.finish(seq);
         }
         Ok(entry.msg.timestamp_ns)
+    }
+
+    /// `FIN` of several messages under one lock, as a consumer's FINs
+    /// arrive together: for each id in order, its publish timestamp or why
+    /// it could not be finished, appended to `out`.
+    pub fn finish_all(
+        &self,
+        client: ClientId,
+        ids: &[MessageId],
+        out: &mut Vec<Result<i64, InFlightError>>,
+    ) {
+        let mut state = self.lock();
+        out.extend(ids.iter().map(|id| Self::finish_locked(&mut state, client, id)));
     }
 
     /// Whether a message coming back has used up its attempts.
@@ -436,8 +481,7 @@ impl Channel {
         delay: Duration,
     ) -> Result<Requeued, InFlightError> {
         let mut state = self.lock();
-        Self::check_owner(&state, client, id)?;
-        let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
+        let entry = state.take_in_flight_of(client, id)?;
         self.counters.requeue_count.fetch_add(1, Ordering::Relaxed);
         if self.is_spent(&entry.msg) {
             state.dead.push((entry.msg, DEAD_REQUEUED));
@@ -656,12 +700,19 @@ impl Channel {
 
     /// Takes the FINs not yet recorded and the current low watermark, for a
     /// persistent topic's checkpoint. `None` for memory-tier channels.
+    ///
+    /// Only FINs at or above the watermark need a mark in the store: the
+    /// watermark, written in the same checkpoint, covers every seq below it.
+    /// Consumers finish mostly in order, so most FINs need no write at all.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         let mut state = self.lock();
         let backlog = state.backlog.as_mut()?;
+        let low_watermark = backlog.low_watermark();
+        let mut finished = backlog.take_finished();
+        finished.retain(|&seq| seq >= low_watermark);
         Some(Checkpoint {
-            finished: backlog.take_finished(),
-            low_watermark: backlog.low_watermark(),
+            finished,
+            low_watermark,
         })
     }
 
