@@ -14,6 +14,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio_util::sync::CancellationToken;
 use triage_broker::channel::Channel;
 use triage_broker::client::ClientInfo;
+use triage_broker::live_tier::LiveTier;
+use triage_config::Tier;
 use triage_protocol::{Message, MessageId};
 
 const MESSAGES: usize = 1000;
@@ -37,6 +39,7 @@ fn put_take_finish(c: &mut Criterion) {
         "ch",
         MESSAGES as u64 * 2,
         0,
+        Arc::new(LiveTier::new(Tier::Memory)),
         None,
         CancellationToken::new(),
     );

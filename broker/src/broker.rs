@@ -61,6 +61,45 @@ fn dead_letter_body(topic: &str, channel: &str, msg: &Message, reason: &str) -> 
     Bytes::from(envelope.to_string())
 }
 
+/// Settings given with a tier change; `None` keeps what the topic has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettingsChange {
+    pub delay: Option<Duration>,
+    pub batch_window: Option<Duration>,
+    pub max_attempts: Option<u16>,
+}
+
+impl SettingsChange {
+    pub fn is_empty(&self) -> bool {
+        *self == SettingsChange::default()
+    }
+
+    /// The settings of a new topic: what is not given is the default.
+    pub fn to_new(self) -> TopicSettings {
+        self.apply(TopicSettings::default(), Tier::Delayed)
+    }
+
+    /// The settings after a change to `tier`: what is given wins; the rest
+    /// is `current`, except that a topic that is not delayed has no delay
+    /// or batch window (they apply to the delayed tier only).
+    pub fn apply(self, current: TopicSettings, tier: Tier) -> TopicSettings {
+        let delayed_only = |value: Duration| {
+            if tier == Tier::Delayed {
+                value
+            } else {
+                Duration::ZERO
+            }
+        };
+        TopicSettings {
+            delay: self.delay.unwrap_or(delayed_only(current.delay)),
+            batch_window: self
+                .batch_window
+                .unwrap_or(delayed_only(current.batch_window)),
+            max_attempts: self.max_attempts.unwrap_or(current.max_attempts),
+        }
+    }
+}
+
 /// Why a topic could not be created or found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
@@ -83,6 +122,12 @@ pub enum TopicError {
         topic: String,
         field: &'static str,
         reason: String,
+    },
+    #[error("topic {topic} cannot become {tier}: {reason}")]
+    TierChangeRefused {
+        topic: String,
+        tier: &'static str,
+        reason: &'static str,
     },
     #[error(transparent)]
     Publish(#[from] PublishError),
@@ -206,13 +251,13 @@ impl Broker {
         let _metadata = self.metadata.lock().await;
         if let Some(topic) = self.lock().get(name) {
             return match (tier, settings) {
-                (Some(t), _) if t != topic.tier => Err(TopicError::TierConflict {
+                (Some(t), _) if t != topic.tier() => Err(TopicError::TierConflict {
                     topic: name.to_owned(),
-                    existing: topic.tier.as_str(),
+                    existing: topic.tier().as_str(),
                 }),
-                (_, Some(s)) if s != topic.settings => Err(TopicError::SettingsConflict {
+                (_, Some(s)) if s != topic.settings() => Err(TopicError::SettingsConflict {
                     topic: name.to_owned(),
-                    existing: topic.settings,
+                    existing: topic.settings(),
                 }),
                 _ => Ok(topic.clone()),
             };
@@ -224,13 +269,7 @@ impl Broker {
         } else {
             TopicSettings::default()
         });
-        settings
-            .check(tier, self.config.max_req_timeout)
-            .map_err(|(field, reason)| TopicError::InvalidSettings {
-                topic: name.to_owned(),
-                field,
-                reason,
-            })?;
+        self.check_settings(name, tier, settings)?;
         let ephemeral = triage_protocol::names::is_ephemeral(name);
         let incarnation = if ephemeral {
             0
@@ -248,7 +287,8 @@ impl Broker {
                 })
                 .await?;
         }
-        let next_seq = if self.keeps_a_log(name, tier) {
+        let with_log = self.keeps_a_log(name, tier);
+        let next_seq = if with_log {
             self.store.next_seq(name)?
         } else {
             1
@@ -258,11 +298,27 @@ impl Broker {
             settings,
             incarnation,
         };
-        let topic = self.new_topic(name, spec, next_seq);
+        let topic = self.new_topic(name, spec, next_seq, with_log);
         self.lock().insert(name.to_owned(), topic.clone());
         self.topology.notify();
         tracing::info!(topic = name, tier = tier.as_str(), "topic created");
         Ok(topic)
+    }
+
+    /// Whether `settings` fit a topic `name` of `tier` (see [`TopicSettings::check`]).
+    fn check_settings(
+        &self,
+        name: &str,
+        tier: Tier,
+        settings: TopicSettings,
+    ) -> Result<(), TopicError> {
+        settings
+            .check(tier, self.config.max_req_timeout)
+            .map_err(|(field, reason)| TopicError::InvalidSettings {
+                topic: name.to_owned(),
+                field,
+                reason,
+            })
     }
 
     /// Persistent and delayed topics keep a log (a delayed topic's messages
@@ -278,10 +334,10 @@ impl Broker {
         }
     }
 
-    fn new_topic(&self, name: &str, spec: TopicSpec, next_seq: u64) -> Arc<Topic> {
-        let store = self
-            .keeps_a_log(name, spec.tier)
-            .then(|| self.store.clone());
+    /// `with_log`: see [`Broker::keeps_a_log`]; at recovery, also a memory
+    /// topic whose log still holds what it took while it was persistent.
+    fn new_topic(&self, name: &str, spec: TopicSpec, next_seq: u64, with_log: bool) -> Arc<Topic> {
+        let store = with_log.then(|| self.store.clone());
         Topic::new(
             name,
             spec,
@@ -349,15 +405,23 @@ impl Broker {
     ) -> Result<(), TopicError> {
         let started = Instant::now();
         let topic = self.topic(topic).await?;
-        let default_delay = (topic.tier == Tier::Delayed).then_some(topic.settings.delay);
+        // Read once: the whole publish follows one tier's rules even if
+        // `/topic/tier` changes it meanwhile.
+        let (tier, settings) = (topic.tier(), topic.settings());
+        let default_delay = (tier == Tier::Delayed).then_some(settings.delay);
         let delay = defer.or(default_delay).filter(|d| !d.is_zero());
         match delay {
-            Some(delay) if topic.tier != Tier::Memory && topic.is_durable() => {
-                self.publish_delayed(&topic, bodies, delay).await?;
+            Some(delay) if tier != Tier::Memory && topic.is_durable() => {
+                self.publish_delayed(&topic, bodies, delay, settings.batch_window)
+                    .await?;
             }
-            _ => topic.publish(bodies, delay.map(|d| started + d)).await?,
+            _ => {
+                topic
+                    .publish_as(tier, bodies, delay.map(|d| started + d))
+                    .await?
+            }
         }
-        self.metrics.observe_publish(topic.tier, started.elapsed());
+        self.metrics.observe_publish(tier, started.elapsed());
         Ok(())
     }
 
@@ -368,8 +432,9 @@ impl Broker {
         topic: &Topic,
         bodies: Vec<Bytes>,
         delay: Duration,
+        batch_window: Duration,
     ) -> Result<(), TopicError> {
-        let due_ms = self.delayed.due_ms(delay, topic.settings.batch_window);
+        let due_ms = self.delayed.due_ms(delay, batch_window);
         let timestamp_ns = crate::client::unix_nanos();
         let entries: Vec<DelayedMessage> = bodies
             .into_iter()
@@ -437,18 +502,75 @@ impl Broker {
 
     pub async fn pause_topic(&self, name: &str, paused: bool) -> Result<(), TopicError> {
         let topic = self.existing_topic(name)?;
+        // Held until the pause applies: a tier change in between would
+        // write the record with the old paused state.
+        let _metadata = self.metadata.lock().await;
         if !topic.ephemeral {
-            let _metadata = self.metadata.lock().await;
             let meta = TopicMeta {
                 name: name.to_owned(),
-                tier: topic.tier.as_str().to_owned(),
+                tier: topic.tier().as_str().to_owned(),
                 paused,
                 incarnation: topic.incarnation,
-                settings: topic.settings,
+                settings: topic.settings(),
             };
             self.store.put_topic(&meta).await?;
         }
         topic.pause(paused);
+        Ok(())
+    }
+
+    /// Changes an existing topic's tier, and the settings `change` gives
+    /// (see [`SettingsChange::apply`]), in place (see [`Topic::change_tier`]).
+    /// The new tier is durable in the topic's record before this returns,
+    /// so a restart (clean or not) comes back with it. The same tier with
+    /// the same settings changes nothing.
+    ///
+    /// # Errors
+    /// [`TopicError::NotFound`]; [`TopicError::TierChangeRefused`] for a
+    /// topic that cannot change tier; [`TopicError::InvalidSettings`];
+    /// [`TopicError::Store`] when the record cannot be written (nothing changes).
+    pub async fn change_tier(
+        &self,
+        name: &str,
+        tier: Tier,
+        change: SettingsChange,
+    ) -> Result<(), TopicError> {
+        let _metadata = self.metadata.lock().await;
+        let topic = self.existing_topic(name)?;
+        topic
+            .can_become(tier)
+            .map_err(|reason| TopicError::TierChangeRefused {
+                topic: name.to_owned(),
+                tier: tier.as_str(),
+                reason,
+            })?;
+        let current = topic.settings();
+        let settings = change.apply(current, tier);
+        if tier == topic.tier() && settings == current {
+            return Ok(());
+        }
+        self.check_settings(name, tier, settings)?;
+        if !topic.ephemeral {
+            self.store
+                .put_topic(&TopicMeta {
+                    name: name.to_owned(),
+                    tier: tier.as_str().to_owned(),
+                    paused: topic.is_paused(),
+                    incarnation: topic.incarnation,
+                    settings,
+                })
+                .await?;
+        }
+        let from = topic.tier();
+        topic.change_tier(tier, settings);
+        // lookupd is told the new tier on its next sync.
+        self.topology.notify();
+        tracing::info!(
+            topic = name,
+            from = from.as_str(),
+            to = tier.as_str(),
+            "topic tier changed"
+        );
         Ok(())
     }
 
@@ -573,7 +695,12 @@ impl Broker {
                 settings: state.meta.settings,
                 incarnation: state.meta.incarnation,
             };
-            let topic = self.new_topic(&name, spec, state.next_seq.max(1));
+            // A memory topic whose log still holds messages (it was
+            // persistent or delayed before a tier change) keeps its log even
+            // under `memory_overflow = reject`, until those are delivered.
+            let with_log = self.keeps_a_log(&name, tier)
+                || (tier == Tier::Memory && !self.store.read_log(&name, 0, 1)?.is_empty());
+            let topic = self.new_topic(&name, spec, state.next_seq.max(1), with_log);
             topic.restore_paused(state.meta.paused);
             if topic.is_durable() && state.channels.is_empty() {
                 if let Some(&(first, _)) = self.store.read_log(&name, 0, 1)?.first() {
@@ -639,12 +766,14 @@ impl Broker {
     }
 
     /// Clean shutdown: writes what every memory-tier channel (and channel-less
-    /// memory topic) holds to the store, for [`Broker::recover`] to restore.
+    /// memory topic) holds to the store, for [`Broker::recover`] to restore;
+    /// also for topics that were memory-tier earlier since start (see
+    /// [`Topic::held_memory_tier`]), whose channels may still hold such messages.
     pub async fn save_memory(&self) {
         let memory_topics = self
             .topics()
             .into_iter()
-            .filter(|t| t.tier == Tier::Memory && !t.ephemeral);
+            .filter(|t| t.held_memory_tier() && !t.ephemeral);
         for topic in memory_topics {
             let held = topic.held_messages();
             if topic.is_durable() {
@@ -711,9 +840,9 @@ impl Broker {
     /// used up their attempts to their dead-letter topics.
     pub async fn checkpoint(&self) {
         for topic in self.topics() {
-            if topic.settings.max_attempts > 0 {
-                self.move_dead_letters(&topic).await;
-            }
+            // Whatever `max_attempts` is now: it may have been lowered to 0
+            // (by a tier change) after messages were set aside as dead.
+            self.move_dead_letters(&topic).await;
             if let Err(e) = topic.checkpoint().await {
                 tracing::warn!(topic = %topic.name, error = %e, "checkpoint failed; will retry");
             }

@@ -8,7 +8,7 @@
 //! channel ([`Channel::run_timer`]), never a timer per message.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,10 +16,12 @@ use foldhash::HashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use triage_config::Tier;
 use triage_protocol::{Message, MessageId};
 
 use crate::backlog::{Backlog, RefillPlan};
 use crate::client::{ClientId, ClientInfo};
+use crate::live_tier::LiveTier;
 use crate::store::Store;
 
 /// Why a channel refused an operation on a message.
@@ -52,9 +54,6 @@ struct InFlight {
 pub struct Durable {
     pub backlog: Backlog,
     pub store: Arc<Store>,
-    /// Persistent and delayed tiers: a requeue with a delay goes to the
-    /// delayed tier in the store (memory-tier topics keep it in memory).
-    pub defer_requeues: bool,
 }
 
 /// What became of a requeued message.
@@ -169,10 +168,13 @@ pub struct Channel {
     /// Memory-tier bound: queued plus deferred messages.
     bound: u64,
     /// 0: never dead-letter; else a message delivered this many times that
-    /// comes back (REQ or timeout) goes to `<topic>.dead`.
-    max_attempts: u16,
-    /// See [`Durable::defer_requeues`].
-    defer_requeues: bool,
+    /// comes back (REQ or timeout) goes to `<topic>.dead`. Atomic: the
+    /// topic's settings can change in place with its tier.
+    max_attempts: AtomicU16,
+    /// The topic's tier, read per requeue: persistent and delayed topics put
+    /// a requeue with a delay in the delayed tier of the store; memory-tier
+    /// topics keep it in memory.
+    tier: Arc<LiveTier>,
     state: Mutex<State>,
     /// Consumers with credit and nothing to take wait here; every put wakes them.
     available: Notify,
@@ -207,24 +209,21 @@ impl Channel {
         name: &str,
         bound: u64,
         max_attempts: u16,
+        tier: Arc<LiveTier>,
         durable: Option<Durable>,
         cancel: CancellationToken,
     ) -> Arc<Channel> {
-        let (backlog, store, defer_requeues) = match durable {
-            Some(Durable {
-                backlog,
-                store,
-                defer_requeues,
-            }) => (Some(backlog), Some(store), defer_requeues),
-            None => (None, None, false),
+        let (backlog, store) = match durable {
+            Some(Durable { backlog, store }) => (Some(backlog), Some(store)),
+            None => (None, None),
         };
         Arc::new(Channel {
             name: name.to_owned(),
             topic_name: topic_name.to_owned(),
             ephemeral: triage_protocol::names::is_ephemeral(name),
             bound,
-            max_attempts,
-            defer_requeues,
+            max_attempts: AtomicU16::new(max_attempts),
+            tier,
             state: Mutex::new(State {
                 backlog,
                 ..State::default()
@@ -467,7 +466,13 @@ impl Channel {
 
     /// Whether a message coming back has used up its attempts.
     fn is_spent(&self, msg: &Message) -> bool {
-        self.max_attempts > 0 && msg.attempts >= self.max_attempts
+        let max_attempts = self.max_attempts.load(Ordering::Relaxed);
+        max_attempts > 0 && msg.attempts >= max_attempts
+    }
+
+    /// The topic's settings changed (see `Topic::change_tier`).
+    pub fn set_max_attempts(&self, max_attempts: u16) {
+        self.max_attempts.store(max_attempts, Ordering::Relaxed);
     }
 
     /// `REQ`: back to the queue now, or deferred by `delay`: in the store
@@ -493,7 +498,10 @@ impl Channel {
             self.available.notify_waiters();
             return Ok(Requeued::Done);
         }
-        if self.defer_requeues && state.backlog.is_some() && entry.msg.id.to_u64().is_some() {
+        if self.tier.get() != Tier::Memory
+            && state.backlog.is_some()
+            && entry.msg.id.to_u64().is_some()
+        {
             return Ok(Requeued::ToStore(entry.msg));
         }
         drop(state);

@@ -42,7 +42,9 @@ pub struct ClientInfo {
     backpressure: AtomicU8,
     /// The connection's `triage_end_to_end_seconds` series, resolved at its
     /// first FIN: a connection subscribes to one channel for its whole life.
-    pub end_to_end: OnceLock<prometheus::Histogram>,
+    /// With the topic's tier then: after a tier change, FINs resolve the
+    /// new tier's series each time (a map lookup).
+    pub end_to_end: OnceLock<(triage_config::Tier, prometheus::Histogram)>,
     /// Wakes the connection when something outside it changed its state: a
     /// message of its timed out (credit regained), its channel was emptied or deleted.
     wake: Notify,

@@ -10,7 +10,8 @@
 //! is the RocksDB layer under persistent topics and [`backlog`] a persistent
 //! channel's view of its log; [`ctl`] is the HTTP client behind `triagectl`; [`metrics`] serves
 //! Prometheus metrics at `GET /metrics`; [`lookup`] registers topics and
-//! channels with every configured lookupd.
+//! channels with every configured lookupd; [`live_tier`] is a topic's tier,
+//! which `/topic/tier` changes in place.
 
 pub mod auth;
 pub mod backlog;
@@ -20,6 +21,7 @@ pub mod client;
 pub mod ctl;
 pub mod delayed;
 pub mod http;
+pub mod live_tier;
 pub mod lookup;
 pub mod metrics;
 pub mod server;

@@ -167,7 +167,7 @@ fn identify(broker: &Broker) -> (Vec<u8>, BTreeMap<String, &'static str>) {
     let tiers: BTreeMap<String, &'static str> = broker
         .topics()
         .iter()
-        .map(|t| (t.name.clone(), t.tier.as_str()))
+        .map(|t| (t.name.clone(), t.tier().as_str()))
         .collect();
     let body = serde_json::json!({
         "broadcast_address": config.broadcast_address,
@@ -201,7 +201,7 @@ fn desired(broker: &Broker) -> (BTreeSet<Key>, BTreeMap<String, &'static str>) {
             keys.insert((topic.name.clone(), Some(channel.name.clone())));
         }
         keys.insert((topic.name.clone(), None));
-        tiers.insert(topic.name.clone(), topic.tier.as_str());
+        tiers.insert(topic.name.clone(), topic.tier().as_str());
     }
     (keys, tiers)
 }

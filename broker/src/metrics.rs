@@ -519,17 +519,17 @@ impl BrokerCollector {
         let mut live = HashSet::new();
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         for topic in broker.topics() {
-            let tier = topic.tier.as_str();
+            let tier = topic.tier();
             self.published
-                .with_label_values(&[topic.name.as_str(), tier])
+                .with_label_values(&[topic.name.as_str(), tier.as_str()])
                 .inc_by(load(&topic.message_count));
-            if topic.tier != Tier::Memory {
+            // A topic changed from delayed to memory may still have entries
+            // pending in the delayed tier: they come out when due.
+            let delayed_pending = broker.delayed.pending_total(&topic.name);
+            if tier != Tier::Memory || delayed_pending > 0 {
                 self.delayed_pending
                     .with_label_values(&[topic.name.as_str()])
-                    .set(
-                        i64::try_from(broker.delayed.pending_total(&topic.name))
-                            .unwrap_or(i64::MAX),
-                    );
+                    .set(i64::try_from(delayed_pending).unwrap_or(i64::MAX));
             }
             for channel in topic.snapshot().channels {
                 let tc = [topic.name.as_str(), channel.name.as_str()];
@@ -547,7 +547,7 @@ impl BrokerCollector {
                     .with_label_values(&tc)
                     .inc_by(load(&c.timeout_count));
                 let snapshot = channel.snapshot();
-                let tct = [topic.name.as_str(), channel.name.as_str(), tier];
+                let tct = [topic.name.as_str(), channel.name.as_str(), tier.as_str()];
                 let set = |g: &IntGaugeVec, v: u64| {
                     g.with_label_values(&tct)
                         .set(i64::try_from(v).unwrap_or(i64::MAX));

@@ -6,10 +6,18 @@
 //! in memory for delivery and track which log seqs they still owe, and
 //! [`Topic::checkpoint`] turns that into FIN marks, watermarks and log trims.
 //!
+//! A topic's tier and settings can change in place ([`Topic::change_tier`]).
+//! Only topics with a log can change between tiers: persistent and delayed
+//! topics, and memory topics that spill to it. For them the tiers differ only
+//! in how a new publish is taken (memory path or log, default delay) and
+//! where a delayed requeue waits, so the change is one field that each
+//! publish reads once; what is already in memory or in the log stays where
+//! it is, and the sequencer keeps the log in order across the change.
+//!
 //! Lock order is topic, then channel; a channel never takes its topic's lock.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -21,6 +29,7 @@ use triage_protocol::{Message, MessageId};
 use crate::backlog::Backlog;
 use crate::channel::{Channel, Durable};
 use crate::client::unix_nanos;
+use crate::live_tier::LiveTier;
 use crate::store::{DelayedKey, DelayedRelease, Store, StoreError, StoredMessage};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,8 +94,14 @@ struct Checkpointed {
 #[derive(Debug)]
 pub struct Topic {
     pub name: String,
-    pub tier: Tier,
-    pub settings: TopicSettings,
+    /// Shared with the channels (delayed requeues) and their sessions
+    /// (BACKPRESSURE); changed only by [`Topic::change_tier`].
+    tier: Arc<LiveTier>,
+    /// std Mutex: copied out or replaced whole, never held across `.await`.
+    settings: Mutex<TopicSettings>,
+    /// Set while the topic is, or since start was, memory-tier: its channels
+    /// may hold messages that are only in memory, which a clean shutdown saves.
+    held_memory_tier: AtomicBool,
     pub incarnation: u64,
     pub ephemeral: bool,
     bound: u64,
@@ -130,8 +145,9 @@ impl Topic {
     ) -> Arc<Topic> {
         Arc::new(Topic {
             name: name.to_owned(),
-            tier: spec.tier,
-            settings: spec.settings,
+            tier: Arc::new(LiveTier::new(spec.tier)),
+            settings: Mutex::new(spec.settings),
+            held_memory_tier: AtomicBool::new(spec.tier == Tier::Memory),
             incarnation: spec.incarnation,
             ephemeral: triage_protocol::names::is_ephemeral(name),
             bound,
@@ -159,6 +175,74 @@ impl Topic {
         self.store.is_some()
     }
 
+    /// The tier now; see [`Topic::change_tier`].
+    pub fn tier(&self) -> Tier {
+        self.tier.get()
+    }
+
+    /// The cell behind [`Topic::tier`], for those that read it on every pass.
+    pub fn live_tier(&self) -> Arc<LiveTier> {
+        self.tier.clone()
+    }
+
+    pub fn settings(&self) -> TopicSettings {
+        *self
+            .settings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether its channels may hold messages that are only in memory.
+    pub fn held_memory_tier(&self) -> bool {
+        self.held_memory_tier.load(Ordering::Acquire)
+    }
+
+    /// Whether [`Topic::change_tier`] may move this topic to `tier`: only
+    /// a topic with a log can change (see the module doc), and ephemeral and
+    /// system topics never leave memory.
+    pub fn can_become(&self, tier: Tier) -> Result<(), &'static str> {
+        if tier == self.tier() {
+            return Ok(());
+        }
+        if self.ephemeral {
+            return Err("an #ephemeral topic is always memory-tier");
+        }
+        if self
+            .name
+            .starts_with(triage_config::tier::SYSTEM_TOPIC_PREFIX)
+        {
+            // The broker publishes its events there as memory-tier.
+            return Err("a _triage. system topic is always memory-tier");
+        }
+        if self.store.is_none() {
+            return Err(
+                "a memory topic without a log (memory_overflow = reject) cannot change tier",
+            );
+        }
+        Ok(())
+    }
+
+    /// Changes the tier and settings in place, for publishes from now on.
+    /// Taken under the topic's lock, so no publish is half under the old
+    /// rules and half under the new. What the topic and its channels hold
+    /// stays where it is: memory-only messages in memory, logged ones in the
+    /// log, pending delayed entries in the delayed tier until due. The caller
+    /// has checked [`Topic::can_become`] and recorded the change durably.
+    pub fn change_tier(&self, tier: Tier, settings: TopicSettings) {
+        let state = self.lock();
+        *self
+            .settings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+        if tier == Tier::Memory {
+            self.held_memory_tier.store(true, Ordering::Release);
+        }
+        self.tier.set(tier);
+        for channel in state.channels.values() {
+            channel.set_max_attempts(settings.max_attempts);
+        }
+    }
+
     /// Publishes `bodies` atomically: all are accepted or none. `due` defers
     /// them (DPUB). On a persistent topic this returns only once the messages
     /// are durable. A full memory queue refuses the lot, except on ephemeral
@@ -168,11 +252,22 @@ impl Topic {
         bodies: Vec<Bytes>,
         due: Option<Instant>,
     ) -> Result<(), PublishError> {
+        self.publish_as(self.tier(), bodies, due).await
+    }
+
+    /// [`Topic::publish`] under the rules of `tier`, as the caller read it
+    /// once for the whole publish.
+    pub async fn publish_as(
+        &self,
+        tier: Tier,
+        bodies: Vec<Bytes>,
+        due: Option<Instant>,
+    ) -> Result<(), PublishError> {
         let Some(store) = &self.store else {
             return self.publish_in_memory(bodies, due);
         };
         let count = bodies.len() as u64;
-        if self.tier == Tier::Memory {
+        if tier == Tier::Memory {
             // A memory topic that spills: in memory while every channel has
             // room and nothing is waiting on disk or being written; otherwise
             // the overflow takes the persistent path below, in log order.
@@ -501,7 +596,6 @@ impl Topic {
                 let durable = (!ephemeral).then(|| Durable {
                     backlog,
                     store: store.clone(),
-                    defer_requeues: self.tier != Tier::Memory,
                 });
                 let pending = if first_channel && !state.paused {
                     state.pending.drain(..).collect()
@@ -552,7 +646,8 @@ impl Topic {
             &self.name,
             name,
             bound,
-            self.settings.max_attempts,
+            self.settings().max_attempts,
+            self.tier.clone(),
             durable,
             self.cancel.child_token(),
         );
@@ -574,7 +669,6 @@ impl Topic {
         let durable = self.store.as_ref().map(|store| Durable {
             backlog: Backlog::on_disk_from(watermark, finished, self.released.clone()),
             store: store.clone(),
-            defer_requeues: self.tier != Tier::Memory,
         });
         let channel = self.new_channel(name, bound, durable);
         channel.pause(paused);
@@ -690,18 +784,14 @@ impl Topic {
         TopicSnapshot {
             depth: if self.store.is_some() {
                 // Written but not given to channels: held for a first channel,
-                // or written while paused; plus what a spilling memory topic
-                // holds in memory only (a persistent topic's pending messages
-                // are on disk too, so counted already).
+                // or written while paused; plus what a memory-tier topic (now
+                // or before a tier change) holds in memory only. A topic that
+                // never was memory-tier holds nothing in `pending`.
                 let handed_over = self.handed_over.load(Ordering::Acquire);
                 let from = state
                     .held_from
                     .unwrap_or_else(|| self.released.load(Ordering::Acquire));
-                let memory_only = if self.tier == Tier::Memory {
-                    state.pending.len() as u64
-                } else {
-                    0
-                };
+                let memory_only = state.pending.len() as u64;
                 handed_over.saturating_sub(from) + memory_only
             } else {
                 state.pending.len() as u64

@@ -188,7 +188,7 @@ async fn each_change_is_an_event_on_the_memory_topic() {
         tb.broker()
             .existing_topic(BACKPRESSURE_EVENTS_TOPIC)
             .unwrap()
-            .tier,
+            .tier(),
         Tier::Memory
     );
     let mut client = worker(&tb, "tickets", "billing").await;

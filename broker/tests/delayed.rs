@@ -252,7 +252,7 @@ async fn a_message_requeued_max_attempts_times_goes_to_the_dead_letter_topic() {
     assert_eq!(letter["reason"], "requeued");
     assert_eq!(letter["body"], "poison");
     assert_eq!(
-        tb.broker().existing_topic("jobs.dead").unwrap().tier,
+        tb.broker().existing_topic("jobs.dead").unwrap().tier(),
         Tier::Persistent
     );
     consumer.expect_nothing_for(QUIET).await;

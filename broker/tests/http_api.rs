@@ -1072,6 +1072,72 @@ async fn topic_create_takes_an_optional_tier() {
 }
 
 #[tokio::test]
+async fn topic_tier_changes_in_place_and_names_what_is_wrong() {
+    let broker = TestBroker::start().await;
+    broker
+        .post_ok("/topic/create?topic=t&tier=persistent", "")
+        .await;
+    broker
+        .post_ok(
+            "/topic/tier?topic=t&tier=delayed&delay=5s&max_attempts=3",
+            "",
+        )
+        .await;
+    assert_eq!(broker.topic_stats("t").await.unwrap()["tier"], "delayed");
+    // The same tier and settings again: a no-op OK.
+    broker.post_ok("/topic/tier?topic=t&tier=delayed", "").await;
+
+    broker
+        .post("/topic/tier?topic=ghost&tier=memory", "")
+        .await
+        .assert_error(404, "TOPIC_NOT_FOUND");
+    broker
+        .post("/topic/tier?topic=t", "")
+        .await
+        .assert_error(400, "MISSING_ARG_TIER");
+    for (query, status, expected) in [
+        ("topic=t&tier=fast", 400, "INVALID_TIER"),
+        ("topic=t&tier=persistent&delay=5s", 400, "INVALID_SETTINGS"),
+        ("topic=t&tier=delayed&delay=2h", 400, "INVALID_SETTINGS"),
+        ("topic=t&tier=delayed&delay=soon", 400, "INVALID_DELAY"),
+        (
+            "topic=t&tier=delayed&max_attempts=-1",
+            400,
+            "INVALID_MAX_ATTEMPTS",
+        ),
+    ] {
+        let reply = broker.post(&format!("/topic/tier?{query}"), "").await;
+        assert_eq!(reply.status, status, "{query}: {}", reply.text());
+        let message = reply.message();
+        assert!(message.starts_with(expected), "{query}: {message}");
+    }
+    // Nothing of the refused requests was applied.
+    assert_eq!(broker.topic_stats("t").await.unwrap()["tier"], "delayed");
+    let topic = broker.server.broker.existing_topic("t").unwrap();
+    assert_eq!(topic.settings().delay, Duration::from_secs(5));
+    assert_eq!(topic.settings().max_attempts, 3);
+
+    broker
+        .post_ok("/topic/create?topic=scratch%23ephemeral", "")
+        .await;
+    for tier in ["persistent", "delayed"] {
+        let reply = broker
+            .post(
+                &format!("/topic/tier?topic=scratch%23ephemeral&tier={tier}"),
+                "",
+            )
+            .await;
+        assert_eq!(reply.status, 409, "{}", reply.text());
+        assert!(
+            reply.message().starts_with("TIER_CHANGE_REFUSED"),
+            "{}",
+            reply.message()
+        );
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn topic_endpoints_need_an_existing_topic() {
     let broker = TestBroker::start().await;
     for action in ["delete", "empty", "pause", "unpause"] {

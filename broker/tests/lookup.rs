@@ -87,6 +87,18 @@ where
     }
 }
 
+/// Whether lookupd's `/nodes` lists the broker on `port` with `topic` of `tier`.
+async fn node_says_tier(http: SocketAddr, port: u16, topic: &str, tier: &str) -> bool {
+    let Some(nodes) = get(http, "/nodes").await else {
+        return false;
+    };
+    nodes["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["tcp_port"] == port && n["triage_topic_tiers"][topic] == tier)
+}
+
 fn ports(brokers: &[TestBroker]) -> Vec<u16> {
     let mut ports: Vec<u16> = brokers.iter().map(|b| b.tcp_addr().port()).collect();
     ports.sort_unstable();
@@ -202,15 +214,23 @@ async fn creations_and_deletions_reach_lookupd() {
         .await
         .unwrap();
     let port = brokers[0].tcp_addr().port();
-    wait_for("the new topic's tier in /nodes", || async {
-        let Some(nodes) = get(http, "/nodes").await else {
-            return false;
-        };
-        nodes["producers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["tcp_port"] == port && n["triage_topic_tiers"]["alerts"] == "memory")
+    wait_for("the new topic's tier in /nodes", || {
+        node_says_tier(http, port, "alerts", "memory")
+    })
+    .await;
+
+    // A tier changed in place (`/topic/tier`) reaches it too.
+    brokers[0]
+        .broker()
+        .change_tier(
+            "alerts",
+            triage_config::Tier::Persistent,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    wait_for("the changed tier in /nodes", || {
+        node_says_tier(http, port, "alerts", "persistent")
     })
     .await;
     stop(brokers, lookupd).await;

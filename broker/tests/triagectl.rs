@@ -182,7 +182,7 @@ fn topic_create_list_pause_delete() {
     broker.ok(&["topic", "create", "audit"]);
     assert_eq!(broker.topic_names(), ["audit", "orders"]);
     let orders = broker.server().broker.existing_topic("orders").unwrap();
-    assert_eq!(orders.tier.as_str(), "memory");
+    assert_eq!(orders.tier().as_str(), "memory");
 
     let table = broker.ok(&["topic", "list"]);
     let lines: Vec<Vec<&str>> = table
@@ -250,12 +250,12 @@ fn topic_create_sets_delayed_tier_settings() {
         "5",
     ]);
     let topic = broker.server().broker.existing_topic("sla").unwrap();
-    assert_eq!(topic.settings.delay, std::time::Duration::from_secs(1800));
+    assert_eq!(topic.settings().delay, std::time::Duration::from_secs(1800));
     assert_eq!(
-        topic.settings.batch_window,
+        topic.settings().batch_window,
         std::time::Duration::from_secs(60)
     );
-    assert_eq!(topic.settings.max_attempts, 5);
+    assert_eq!(topic.settings().max_attempts, 5);
     let run = broker.ctl(&[
         "topic",
         "create",
@@ -605,26 +605,72 @@ fn tail_errors_unknown_topic_unreachable_and_bad_name() {
 }
 
 #[test]
-fn set_tier_keeps_the_same_tier_and_refuses_a_change_clearly() {
+fn set_tier_changes_a_topic_in_place_and_refuses_bad_input_clearly() {
     let broker = TestBroker::start();
     broker.ok(&["topic", "create", "orders"]);
     let out = broker.ok(&["topic", "set-tier", "orders", "persistent"]);
-    assert_eq!(out, "topic orders is persistent\n");
+    assert_eq!(out, "topic orders tier set to persistent\n");
     let out = broker.json(&["topic", "set-tier", "orders", "persistent"]);
     assert_eq!(out["tier"], "persistent");
+    let orders = broker.server().broker.existing_topic("orders").unwrap();
 
-    let run = broker.ctl(&["topic", "set-tier", "orders", "memory"]);
+    let out = broker.ok(&["topic", "set-tier", "orders", "memory"]);
+    assert_eq!(out, "topic orders tier set to memory\n");
+    assert_eq!(orders.tier().as_str(), "memory");
+    let out = broker.ok(&[
+        "topic",
+        "set-tier",
+        "orders",
+        "delayed",
+        "--delay",
+        "30s",
+        "--batch-window",
+        "1s",
+        "--max-attempts",
+        "4",
+    ]);
+    assert_eq!(out, "topic orders tier set to delayed\n");
+    assert_eq!(orders.tier().as_str(), "delayed");
+    let settings = orders.settings();
+    assert_eq!(settings.delay, Duration::from_secs(30));
+    assert_eq!(settings.batch_window, Duration::from_secs(1));
+    assert_eq!(settings.max_attempts, 4);
+    let stats = broker.json(&["topic", "list"]);
+    assert!(stats.to_string().contains("delayed"), "{stats}");
+    // Leaving delayed drops the delay, keeps max_attempts.
+    broker.ok(&["topic", "set-tier", "orders", "persistent"]);
+    let settings = orders.settings();
+    assert_eq!(settings.delay, Duration::ZERO);
+    assert_eq!(settings.max_attempts, 4);
+
+    // A delay on a tier other than delayed is refused, and changes nothing.
+    let run = broker.ctl(&["topic", "set-tier", "orders", "memory", "--delay", "5s"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     assert!(
-        run.stderr.starts_with(
-            "triagectl: TIER_CHANGE_NOT_SUPPORTED: changing a topic's tier is not supported yet"
-        ),
+        run.stderr.starts_with("triagectl: INVALID_SETTINGS"),
         "{run:?}"
     );
-    assert!(run.stderr.contains("HTTP 501"), "{run:?}");
-    let orders = broker.server().broker.existing_topic("orders").unwrap();
-    assert_eq!(orders.tier.as_str(), "persistent", "nothing changed");
+    assert_eq!(orders.tier().as_str(), "persistent", "nothing changed");
+
+    // An ephemeral topic never leaves memory.
+    broker.ok(&["topic", "create", "scratch#ephemeral"]);
+    let run = broker.ctl(&["topic", "set-tier", "scratch#ephemeral", "persistent"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with("triagectl: TIER_CHANGE_REFUSED")
+            && run.stderr.contains("ephemeral")
+            && run.stderr.contains("HTTP 409"),
+        "{run:?}"
+    );
+    broker.ok(&["topic", "set-tier", "scratch#ephemeral", "memory"]);
+    broker.ok(&["topic", "create", "_triage.backpressure"]);
+    let run = broker.ctl(&["topic", "set-tier", "_triage.backpressure", "delayed"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with("triagectl: TIER_CHANGE_REFUSED") && run.stderr.contains("system"),
+        "{run:?}"
+    );
 
     let run = broker.ctl(&["topic", "set-tier", "ghost", "memory"]);
     assert_eq!(run.code, 1, "{run:?}");
@@ -638,6 +684,14 @@ fn set_tier_keeps_the_same_tier_and_refuses_a_change_clearly() {
         &["topic", "set-tier", "orders", "fast"][..],
         &["topic", "set-tier", "no spaces", "memory"],
         &["topic", "set-tier", "orders"],
+        &[
+            "topic",
+            "set-tier",
+            "orders",
+            "delayed",
+            "--max-attempts",
+            "-1",
+        ],
     ] {
         let run = ctl_at(&addr, args, None);
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
@@ -645,6 +699,23 @@ fn set_tier_keeps_the_same_tier_and_refuses_a_change_clearly() {
     let run = ctl_at(&addr, &["topic", "set-tier", "orders", "memory"], None);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("cannot reach the broker"), "{run:?}");
+}
+
+#[test]
+fn set_tier_refuses_to_give_a_memory_topic_without_a_log_a_tier_that_needs_one() {
+    let broker = TestBroker::start_with(|config| {
+        config.memory_overflow = triage_config::OverflowPolicy::Reject;
+    });
+    broker.ok(&["topic", "create", "fast", "--tier", "memory"]);
+    let run = broker.ctl(&["topic", "set-tier", "fast", "persistent"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with("triagectl: TIER_CHANGE_REFUSED")
+            && run.stderr.contains("memory_overflow = reject"),
+        "{run:?}"
+    );
+    let fast = broker.server().broker.existing_topic("fast").unwrap();
+    assert_eq!(fast.tier().as_str(), "memory", "nothing changed");
 }
 
 #[test]

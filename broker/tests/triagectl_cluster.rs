@@ -161,6 +161,19 @@ fn ctl_through(lookupd: &str, args: &[&str]) -> Run {
     }
 }
 
+/// Topic `jobs` with channel `workers` on brokers 0 and 1 (not 2), once
+/// lookupd lists both; returns their HTTP addresses.
+fn jobs_on_two_brokers(cluster: &TestCluster) -> Vec<String> {
+    cluster.runtime.block_on(async {
+        for broker in &cluster.brokers[..2] {
+            broker.broker().channel("jobs", "workers").await.unwrap();
+        }
+    });
+    let holders = cluster.http_addresses(&[0, 1]);
+    cluster.wait_until("jobs on two brokers", "/lookup?topic=jobs", &holders);
+    holders
+}
+
 fn find<'a>(list: &'a Value, key: &str, name: &str) -> &'a Value {
     list.as_array()
         .unwrap()
@@ -233,13 +246,7 @@ fn stats_sum_every_broker_lookupd_knows() {
 #[test]
 fn pause_reaches_every_broker_holding_the_topic() {
     let cluster = TestCluster::start();
-    cluster.runtime.block_on(async {
-        for broker in &cluster.brokers[..2] {
-            broker.broker().channel("jobs", "workers").await.unwrap();
-        }
-    });
-    let holders = cluster.http_addresses(&[0, 1]);
-    cluster.wait_until("jobs on two brokers", "/lookup?topic=jobs", &holders);
+    let holders = jobs_on_two_brokers(&cluster);
 
     let run = cluster.ctl(&["topic", "pause", "jobs"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -271,6 +278,33 @@ fn pause_reaches_every_broker_holding_the_topic() {
     for broker in &cluster.brokers {
         assert!(broker.broker().existing_topic("fresh").is_ok());
     }
+}
+
+#[test]
+fn set_tier_reaches_every_broker_holding_the_topic() {
+    let cluster = TestCluster::start();
+    let holders = jobs_on_two_brokers(&cluster);
+
+    let run = cluster.ctl(&["topic", "set-tier", "jobs", "delayed", "--delay", "2m"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let expected: String = holders
+        .iter()
+        .map(|addr| format!("topic jobs tier set to delayed on {addr}\n"))
+        .collect();
+    assert_eq!(run.stdout, expected);
+    for broker in &cluster.brokers[..2] {
+        let jobs = broker.broker().existing_topic("jobs").unwrap();
+        assert_eq!(jobs.tier().as_str(), "delayed");
+        assert_eq!(jobs.settings().delay, Duration::from_secs(120));
+    }
+    assert!(cluster.brokers[2].broker().existing_topic("jobs").is_err());
+
+    let run = cluster.ctl(&["--json", "topic", "set-tier", "jobs", "memory"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let reply: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(reply["result"], "tier set");
+    assert_eq!(reply["tier"], "memory");
+    assert_eq!(reply["brokers"].as_array().unwrap().len(), 2, "{reply}");
 }
 
 #[test]

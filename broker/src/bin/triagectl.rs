@@ -116,15 +116,8 @@ enum TopicCommand {
         /// memory, persistent or delayed; the broker's tier rules decide when omitted.
         #[arg(long, value_parser = parse_tier)]
         tier: Option<Tier>,
-        /// Delayed tier: every publish waits this long (e.g. 30m).
-        #[arg(long, value_name = "DURATION")]
-        delay: Option<String>,
-        /// Delayed tier: messages due within one window are released together (e.g. 1h).
-        #[arg(long, value_name = "DURATION")]
-        batch_window: Option<String>,
-        /// A message delivered this many times that comes back moves to <topic>.dead.
-        #[arg(long, value_name = "N")]
-        max_attempts: Option<u16>,
+        #[command(flatten)]
+        settings: TopicSettingsArgs,
     },
     Delete {
         #[arg(value_parser = parse_topic)]
@@ -143,14 +136,52 @@ enum TopicCommand {
         #[arg(value_parser = parse_topic)]
         topic: String,
     },
-    /// Move a topic to another tier (the broker refuses until it can).
+    /// Move a topic to another tier in place, for messages published from now on.
+    ///
+    /// What the topic already holds keeps the guarantee it was accepted with, and pending delayed messages still come out when due.
+    /// Settings not given are kept (delay and batch window only while the
+    /// topic stays delayed). A topic without a log (memory under
+    /// memory_overflow = reject, or #ephemeral) and a _triage. system topic
+    /// cannot leave memory.
     SetTier {
         #[arg(value_parser = parse_topic)]
         topic: String,
         /// memory, persistent or delayed.
         #[arg(value_parser = parse_tier)]
         tier: Tier,
+        #[command(flatten)]
+        settings: TopicSettingsArgs,
     },
+}
+
+/// A topic's settings, for `topic create` and `topic set-tier`.
+#[derive(Debug, Clone, clap::Args)]
+struct TopicSettingsArgs {
+    /// Delayed tier: every publish waits this long (e.g. 30m).
+    #[arg(long, value_name = "DURATION")]
+    delay: Option<String>,
+    /// Delayed tier: messages due within one window are released together (e.g. 1h).
+    #[arg(long, value_name = "DURATION")]
+    batch_window: Option<String>,
+    /// A message delivered this many times that comes back moves to <topic>.dead.
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u16>,
+}
+
+impl TopicSettingsArgs {
+    /// `&key=value` for each setting given; the broker checks the values
+    /// and names a bad one.
+    fn query(&self) -> String {
+        let settings = [
+            ("delay", self.delay.clone()),
+            ("batch_window", self.batch_window.clone()),
+            ("max_attempts", self.max_attempts.map(|n| n.to_string())),
+        ];
+        settings
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| format!("&{key}={}", encode(&value))))
+            .collect()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +319,8 @@ struct Change {
     subject: String,
     path: String,
     past: &'static str,
+    /// Said after `past`: ` to memory` for a tier change.
+    detail: String,
     fields: Value,
 }
 
@@ -304,32 +337,33 @@ fn change_of(command: &Command) -> Option<Change> {
         subject: format!("topic {topic}"),
         path: format!("/topic/{endpoint}?topic={}", encode(topic)),
         past,
+        detail: String::new(),
         fields: json!({ "topic": topic }),
     };
     Some(match command {
         Command::Topic(TopicCommand::Create {
             topic,
             tier,
-            delay,
-            batch_window,
-            max_attempts,
+            settings,
         }) => {
             let mut change = topic_change("create", topic, "created");
             if let Some(tier) = tier {
                 change.path.push_str("&tier=");
                 change.path.push_str(tier.as_str());
             }
-            // The broker checks the values and names a bad one.
-            let settings = [
-                ("delay", delay.clone()),
-                ("batch_window", batch_window.clone()),
-                ("max_attempts", max_attempts.map(|n| n.to_string())),
-            ];
-            for (key, value) in settings {
-                if let Some(value) = value {
-                    change.path.push_str(&format!("&{key}={}", encode(&value)));
-                }
-            }
+            change.path.push_str(&settings.query());
+            change
+        }
+        Command::Topic(TopicCommand::SetTier {
+            topic,
+            tier,
+            settings,
+        }) => {
+            let mut change = topic_change("tier", topic, "tier set");
+            change.path.push_str(&format!("&tier={}", tier.as_str()));
+            change.path.push_str(&settings.query());
+            change.detail = format!(" to {tier}");
+            change.fields["tier"] = Value::from(tier.as_str());
             change
         }
         Command::Topic(TopicCommand::Delete { topic }) => topic_change("delete", topic, "deleted"),
@@ -357,6 +391,7 @@ fn change_of(command: &Command) -> Option<Change> {
                     encode(channel)
                 ),
                 past,
+                detail: String::new(),
                 fields: json!({ "topic": topic, "channel": channel }),
             }
         }
@@ -452,8 +487,8 @@ async fn change_cluster(
             Ok(tier) => {
                 let tier_note = tier.as_ref().map(|t| format!(" ({t})")).unwrap_or_default();
                 lines.push_str(&format!(
-                    "{} {}{tier_note} on {addr}\n",
-                    change.subject, change.past
+                    "{} {}{}{tier_note} on {addr}\n",
+                    change.subject, change.past, change.detail
                 ));
                 per_broker.push(json!({ "address": addr, "ok": true, "tier": tier }));
             }
@@ -517,7 +552,7 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
         client.post(&change.path, Bytes::new()).await?;
         let create = change.is_create_topic();
         let mut fields = change.fields;
-        let mut sentence = format!("{} {}", change.subject, change.past);
+        let mut sentence = format!("{} {}{}", change.subject, change.past, change.detail);
         if create {
             // The broker's tier rules may have chosen it.
             let tier = topic_tier(client, &change.topic).await?;
@@ -529,19 +564,6 @@ async fn execute(client: &AdminClient, command: Command, as_json: bool) -> anyho
     Ok(match command {
         Command::Topic(TopicCommand::List) => {
             topic_list(&client.stats(None, false).await?, as_json)
-        }
-        Command::Topic(TopicCommand::SetTier { topic, tier }) => {
-            let path = format!(
-                "/topic/tier?topic={}&tier={}",
-                encode(&topic),
-                tier.as_str()
-            );
-            client.post(&path, Bytes::new()).await?;
-            done(
-                "tier set",
-                json!({ "topic": topic, "tier": tier.as_str() }),
-                format!("topic {topic} is {tier}"),
-            )
         }
         Command::Channel(ChannelCommand::List { topic }) => {
             let stats = client.stats(Some(&topic), false).await?;

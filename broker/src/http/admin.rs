@@ -9,10 +9,10 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use triage_config::{Tier, TopicSettings};
+use triage_config::Tier;
 
 use super::{channel_param, text, topic_param, ApiError, Params};
-use crate::broker::Broker;
+use crate::broker::{Broker, SettingsChange};
 
 type Api = Result<Response, ApiError>;
 
@@ -33,14 +33,16 @@ pub async fn topic_create(State(broker): State<Arc<Broker>>, Query(params): Quer
     let topic = topic_param(&params)?;
     // Extension: `tier=memory|persistent|delayed`; nsqd clients never send it.
     let tier = tier_param(&params)?;
-    let settings = topic_settings(&params)?;
+    let change = settings_param(&params)?;
+    // None given: the config's rules decide.
+    let settings = (!change.is_empty()).then(|| change.to_new());
     broker.topic_with_tier(topic, tier, settings).await?;
     Ok(text("OK"))
 }
 
 /// Extension: `delay`, `batch_window` (durations like `30m`, or ms) and
-/// `max_attempts`; `None` when none is given (the config's rules decide).
-fn topic_settings(params: &Params) -> Result<Option<TopicSettings>, ApiError> {
+/// `max_attempts`, as far as given.
+fn settings_param(params: &Params) -> Result<SettingsChange, ApiError> {
     let bad = |key: &str, raw: &str, expected: &str| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -60,8 +62,6 @@ fn topic_settings(params: &Params) -> Result<Option<TopicSettings>, ApiError> {
             })
             .transpose()
     };
-    let delay = duration("delay")?;
-    let batch_window = duration("batch_window")?;
     let max_attempts = params
         .get("max_attempts")
         .map(|raw| {
@@ -69,36 +69,27 @@ fn topic_settings(params: &Params) -> Result<Option<TopicSettings>, ApiError> {
                 .map_err(|_| bad("max_attempts", raw, "a number from 0 to 65535"))
         })
         .transpose()?;
-    if delay.is_none() && batch_window.is_none() && max_attempts.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(TopicSettings {
-        delay: delay.unwrap_or_default(),
-        batch_window: batch_window.unwrap_or_default(),
-        max_attempts: max_attempts.unwrap_or_default(),
-    }))
+    Ok(SettingsChange {
+        delay: duration("delay")?,
+        batch_window: duration("batch_window")?,
+        max_attempts,
+    })
 }
 
-/// `POST /topic/tier?topic=&tier=`, a triage extension. Asking for the tier
-/// a topic already has is a no-op `OK`. Moving an existing topic to another
-/// tier means moving what it holds between memory and the store with
-/// publishers and consumers attached; that is not built yet, so it answers
-/// 501 and changes nothing (delete and re-create the topic with `tier=`).
+/// `POST /topic/tier?topic=&tier=`, a triage extension: changes an existing
+/// topic's tier in place, for what is published after the `OK` (see
+/// `Broker::change_tier`); `delay`, `batch_window` and `max_attempts` as for
+/// `/topic/create`. Asking for the tier and settings a topic already has is
+/// a no-op `OK`. A topic without a log (memory under `memory_overflow =
+/// reject`, or `#ephemeral`) and a `_triage.` system topic cannot leave
+/// memory: 409.
 pub async fn topic_tier(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {
     let topic = topic_param(&params)?;
     let tier = tier_param(&params)?
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "MISSING_ARG_TIER"))?;
-    let current = broker.existing_topic(topic)?.tier;
-    if current == tier {
-        return Ok(text("OK"));
-    }
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "TIER_CHANGE_NOT_SUPPORTED: changing a topic's tier is not supported yet \
-             ({topic} is {current}); delete it and create it with the tier it needs"
-        ),
-    ))
+    let change = settings_param(&params)?;
+    broker.change_tier(topic, tier, change).await?;
+    Ok(text("OK"))
 }
 
 pub async fn topic_delete(State(broker): State<Arc<Broker>>, Query(params): Query<Params>) -> Api {

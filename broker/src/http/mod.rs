@@ -177,6 +177,9 @@ impl From<TopicError> for ApiError {
             TopicError::SettingsConflict { .. } | TopicError::InvalidSettings { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, format!("INVALID_SETTINGS: {err}"))
             }
+            TopicError::TierChangeRefused { .. } => {
+                ApiError::new(StatusCode::CONFLICT, format!("TIER_CHANGE_REFUSED: {err}"))
+            }
             TopicError::Publish(crate::topic::PublishError::Exiting(_)) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "EXITING")
             }

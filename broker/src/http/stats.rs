@@ -169,7 +169,7 @@ fn topic_stats(
     let snapshot = topic.snapshot();
     TopicStats {
         topic_name: topic.name.clone(),
-        tier: topic.tier.as_str(),
+        tier: topic.tier().as_str(),
         channels: snapshot
             .channels
             .iter()

@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::BufMut;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
-use triage_config::Tier;
 use triage_protocol::{
     decode_command, frame, Command, Limits, Message, MessageId, ProtocolError, MAGIC_V2,
 };
@@ -20,6 +19,7 @@ use super::connection::Connection;
 use crate::broker::Broker;
 use crate::channel::Channel;
 use crate::client::ClientInfo;
+use crate::live_tier::LiveTier;
 
 /// nsqd's `client_v2.go` states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,7 @@ pub struct Session {
     pub channel: Option<Arc<Channel>>,
     /// The tier of `channel`'s topic, kept so delivery can apply the
     /// BACKPRESSURE level without a registry lookup per pass.
-    pub channel_tier: Option<Tier>,
+    pub channel_tier: Option<Arc<LiveTier>>,
     /// Set by `BACKPRESSURE` (0 normal, 1 degraded, 2 overloaded).
     pub backpressure: u8,
     pub rdy: u64,
@@ -346,7 +346,8 @@ impl Session {
     /// channel whose tier is unknown (its topic is being deleted) is not held back.
     fn tier_flows(&self) -> bool {
         self.channel_tier
-            .is_none_or(|tier| commands::tier_flows(self.backpressure, tier))
+            .as_ref()
+            .is_none_or(|tier| commands::tier_flows(self.backpressure, tier.get()))
     }
 
     /// Sends what the channel has, within RDY, into the output buffer.

@@ -112,21 +112,7 @@ impl Triaged {
 
     /// A one-shot HTTP/1.0 request; returns the status and body.
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.http).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).unwrap();
-        let status = reply[9..12].parse().unwrap();
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        http_at(self.http, method, path)
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -134,6 +120,25 @@ impl Triaged {
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
+}
+
+/// [`Triaged::http`] for a thread or task that does not own the `Triaged`.
+pub fn http_at(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let status = reply[9..12].parse().unwrap();
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 impl Drop for Triaged {

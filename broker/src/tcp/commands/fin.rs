@@ -49,13 +49,21 @@ pub fn apply_batch(session: &mut Session) {
     channel.finish_all(session.info.id, &ids, &mut results);
     // No tier means the topic is being deleted: nothing worth recording.
     let info = session.info.clone();
-    let histogram = session.channel_tier.map(|tier| {
-        info.end_to_end.get_or_init(|| {
-            session
-                .broker
-                .metrics
-                .end_to_end(&channel.topic_name, &channel.name, tier)
-        })
+    let histogram = session.channel_tier.as_ref().map(|tier| {
+        let tier = tier.get();
+        let metrics = &session.broker.metrics;
+        let (cached_tier, histogram) = info.end_to_end.get_or_init(|| {
+            (
+                tier,
+                metrics.end_to_end(&channel.topic_name, &channel.name, tier),
+            )
+        });
+        // The connection's series, unless the topic changed tier since it was cached.
+        if *cached_tier == tier {
+            histogram.clone()
+        } else {
+            metrics.end_to_end(&channel.topic_name, &channel.name, tier)
+        }
     });
     // The FINs of one batch arrived together: one clock read serves them all.
     let now = crate::client::unix_nanos();
@@ -64,7 +72,7 @@ pub fn apply_batch(session: &mut Session) {
         match result {
             Ok(published_ns) => {
                 finished += 1;
-                if let Some(histogram) = histogram {
+                if let Some(histogram) = &histogram {
                     crate::metrics::observe_end_to_end(histogram, *published_ns, now);
                 }
             }

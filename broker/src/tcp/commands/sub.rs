@@ -30,10 +30,11 @@ pub(super) async fn apply(
     channel
         .add_consumer(session.info.clone(), broker.config.max_channel_consumers)
         .map_err(|reason| sub_failed(reason.to_owned()))?;
-    // Looked up once: a topic's tier never changes, and delivery checks it
-    // against the BACKPRESSURE level on every pass. If the topic vanished in
-    // between, the channel is deleted too and the session ends on its own.
-    session.channel_tier = broker.existing_topic(topic).ok().map(|t| t.tier);
+    // The topic's tier cell, looked up once; delivery reads it against the
+    // BACKPRESSURE level on every pass, so a tier change applies at once.
+    // If the topic vanished in between, the channel is deleted too and the
+    // session ends on its own.
+    session.channel_tier = broker.existing_topic(topic).ok().map(|t| t.live_tier());
     session.channel = Some(channel);
     session.state = ClientState::Subscribed;
     reply_ok(session);
