@@ -7,7 +7,7 @@
 //! Timeouts and deferrals are two ordered sets served by one timer task per
 //! channel ([`Channel::run_timer`]), never a timer per message.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use triage_protocol::{Message, MessageId};
 
 use crate::backlog::{Backlog, RefillPlan};
 use crate::client::{ClientId, ClientInfo};
+use crate::deadlines::Deadlines;
 use crate::live_tier::LiveTier;
 use crate::store::Store;
 
@@ -84,7 +85,7 @@ struct State {
     queue: VecDeque<Message>,
     in_flight: HashMap<MessageId, InFlight>,
     /// Timeout order of `in_flight`.
-    deadlines: BTreeSet<(Instant, MessageId)>,
+    deadlines: Deadlines,
     /// Due order of deferred messages.
     deferred: BTreeMap<(Instant, MessageId), Message>,
     consumers: HashMap<ClientId, Consumer>,
@@ -98,14 +99,29 @@ struct State {
     dead: Vec<(Message, &'static str)>,
 }
 
+/// Whether a deadline entry is the current one of a message in flight.
+fn is_current(in_flight: &HashMap<MessageId, InFlight>, deadline: Instant, id: &MessageId) -> bool {
+    in_flight
+        .get(id)
+        .is_some_and(|entry| entry.deadline == deadline)
+}
+
 impl State {
     fn next_deadline(&self) -> Option<Instant> {
-        let timeout = self.deadlines.first().map(|(t, _)| *t);
+        let timeout = self.deadlines.first().map(|(t, _)| t);
         let due = self.deferred.first_key_value().map(|((t, _), _)| *t);
         match (timeout, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Drops finished or touched messages' entries from the front of the
+    /// deadlines, so the next one is worth waking for.
+    fn drop_stale_deadlines(&mut self) {
+        let in_flight = &self.in_flight;
+        self.deadlines
+            .drop_stale_front(|deadline, id| is_current(in_flight, deadline, id));
     }
 
     /// Takes `id` out of flight if `client` has it (one lookup for the
@@ -123,20 +139,20 @@ impl State {
             self.in_flight.insert(*id, entry);
             return Err(InFlightError::WrongClient);
         }
-        self.release(id, &entry);
+        self.release(&entry);
         Ok(entry)
     }
 
     /// Takes `id` out of flight and gives its consumer the credit back.
     fn take_in_flight(&mut self, id: &MessageId) -> Option<InFlight> {
         let entry = self.in_flight.remove(id)?;
-        self.release(id, &entry);
+        self.release(&entry);
         Some(entry)
     }
 
     /// The bookkeeping of a message leaving flight: its deadline, its consumer's credit.
-    fn release(&mut self, id: &MessageId, entry: &InFlight) {
-        self.deadlines.remove(&(entry.deadline, *id));
+    fn release(&mut self, entry: &InFlight) {
+        // Its deadline entry goes stale; see `Deadlines`.
         if let Some(consumer) = self.consumers.get_mut(&entry.client) {
             consumer.in_flight = consumer.in_flight.saturating_sub(1);
             consumer
@@ -396,7 +412,7 @@ impl Channel {
                 break;
             };
             msg.attempts = msg.attempts.saturating_add(1);
-            state.deadlines.insert((deadline, msg.id));
+            state.deadlines.push(deadline, msg.id);
             state.in_flight.insert(
                 msg.id,
                 InFlight {
@@ -415,6 +431,14 @@ impl Channel {
             .in_flight
             .store(consumer.in_flight, Ordering::Relaxed);
         let credit_left = consumer.in_flight < rdy;
+        if taken > 0 {
+            // Entries of messages finished out of order pile up behind a
+            // live front; this keeps them in proportion to what is in flight.
+            let in_flight = &state.in_flight;
+            state.deadlines.compact(in_flight.len(), |deadline, id| {
+                is_current(in_flight, deadline, id)
+            });
+        }
         let in_memory = state.queue.len() + state.deferred.len();
         let refill = state
             .backlog
@@ -461,7 +485,12 @@ impl Channel {
         out: &mut Vec<Result<i64, InFlightError>>,
     ) {
         let mut state = self.lock();
-        out.extend(ids.iter().map(|id| Self::finish_locked(&mut state, client, id)));
+        out.extend(
+            ids.iter()
+                .map(|id| Self::finish_locked(&mut state, client, id)),
+        );
+        // FINs come mostly in delivery order: their entries are at the front.
+        state.drop_stale_deadlines();
     }
 
     /// Whether a message coming back has used up its attempts.
@@ -573,9 +602,9 @@ impl Channel {
             .get_mut(id)
             .ok_or(InFlightError::NotInFlight)?;
         let new_deadline = (Instant::now() + msg_timeout).min(entry.delivered_at + max_msg_timeout);
-        state.deadlines.remove(&(entry.deadline, *id));
+        // The old deadline's entry goes stale; see `Deadlines`.
         entry.deadline = new_deadline;
-        state.deadlines.insert((new_deadline, *id));
+        state.deadlines.push(new_deadline, *id);
         Ok(())
     }
 
@@ -592,9 +621,13 @@ impl Channel {
     fn process_deadlines(&self, now: Instant) -> Option<Instant> {
         let mut state = self.lock();
         let mut released = false;
-        while let Some(&(deadline, id)) = state.deadlines.first() {
+        while let Some((deadline, id)) = state.deadlines.first() {
             if deadline > now {
                 break;
+            }
+            state.deadlines.pop_first();
+            if !is_current(&state.in_flight, deadline, &id) {
+                continue;
             }
             if let Some(entry) = state.take_in_flight(&id) {
                 self.counters.timeout_count.fetch_add(1, Ordering::Relaxed);
@@ -617,6 +650,7 @@ impl Channel {
             state.queue.push_back(msg);
             released = true;
         }
+        state.drop_stale_deadlines();
         let next = state.next_deadline();
         drop(state);
         if released {

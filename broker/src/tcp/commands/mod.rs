@@ -16,8 +16,8 @@ mod touch;
 
 use triage_protocol::{frame, Command, ErrorCode, ProtocolError};
 
-pub use fin::{apply_batch as finish_batch, batchable as fin_batchable};
 pub use backpressure::{publish_event as publish_backpressure_event, tier_flows, EVENTS_TOPIC};
+pub use fin::{apply_batch as finish_batch, batchable as fin_batchable};
 
 use super::session::{ClientState, Session};
 
