@@ -390,9 +390,11 @@ impl Channel {
         max: usize,
         out: &mut Vec<Message>,
     ) -> bool {
+        let mut guard = self.lock();
+        // Read under the lock, so consumers on other threads add their
+        // deadlines in time order and `Deadlines` can append them.
         let now = Instant::now();
         let deadline = now + msg_timeout;
-        let mut guard = self.lock();
         if guard.deleted {
             return false;
         }
