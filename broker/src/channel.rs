@@ -7,11 +7,12 @@
 //! Timeouts and deferrals are two ordered sets served by one timer task per
 //! channel ([`Channel::run_timer`]), never a timer per message.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use foldhash::HashMap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,7 @@ use triage_protocol::{Message, MessageId};
 
 use crate::backlog::{Backlog, RefillPlan};
 use crate::client::{ClientId, ClientInfo};
+use crate::deadlines::Deadlines;
 use crate::live_tier::LiveTier;
 use crate::store::Store;
 
@@ -83,7 +85,7 @@ struct State {
     queue: VecDeque<Message>,
     in_flight: HashMap<MessageId, InFlight>,
     /// Timeout order of `in_flight`.
-    deadlines: BTreeSet<(Instant, MessageId)>,
+    deadlines: Deadlines,
     /// Due order of deferred messages.
     deferred: BTreeMap<(Instant, MessageId), Message>,
     consumers: HashMap<ClientId, Consumer>,
@@ -97,9 +99,16 @@ struct State {
     dead: Vec<(Message, &'static str)>,
 }
 
+/// Whether a deadline entry is the current one of a message in flight.
+fn is_current(in_flight: &HashMap<MessageId, InFlight>, deadline: Instant, id: &MessageId) -> bool {
+    in_flight
+        .get(id)
+        .is_some_and(|entry| entry.deadline == deadline)
+}
+
 impl State {
     fn next_deadline(&self) -> Option<Instant> {
-        let timeout = self.deadlines.first().map(|(t, _)| *t);
+        let timeout = self.deadlines.first().map(|(t, _)| t);
         let due = self.deferred.first_key_value().map(|((t, _), _)| *t);
         match (timeout, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -107,10 +116,43 @@ impl State {
         }
     }
 
+    /// Drops finished or touched messages' entries from the front of the
+    /// deadlines, so the next one is worth waking for.
+    fn drop_stale_deadlines(&mut self) {
+        let in_flight = &self.in_flight;
+        self.deadlines
+            .drop_stale_front(|deadline, id| is_current(in_flight, deadline, id));
+    }
+
+    /// Takes `id` out of flight if `client` has it (one lookup for the
+    /// common case), and gives the credit back.
+    fn take_in_flight_of(
+        &mut self,
+        client: ClientId,
+        id: &MessageId,
+    ) -> Result<InFlight, InFlightError> {
+        let entry = self
+            .in_flight
+            .remove(id)
+            .ok_or(InFlightError::NotInFlight)?;
+        if entry.client != client {
+            self.in_flight.insert(*id, entry);
+            return Err(InFlightError::WrongClient);
+        }
+        self.release(&entry);
+        Ok(entry)
+    }
+
     /// Takes `id` out of flight and gives its consumer the credit back.
     fn take_in_flight(&mut self, id: &MessageId) -> Option<InFlight> {
         let entry = self.in_flight.remove(id)?;
-        self.deadlines.remove(&(entry.deadline, *id));
+        self.release(&entry);
+        Some(entry)
+    }
+
+    /// The bookkeeping of a message leaving flight: its deadline, its consumer's credit.
+    fn release(&mut self, entry: &InFlight) {
+        // Its deadline entry goes stale; see `Deadlines`.
         if let Some(consumer) = self.consumers.get_mut(&entry.client) {
             consumer.in_flight = consumer.in_flight.saturating_sub(1);
             consumer
@@ -118,7 +160,6 @@ impl State {
                 .in_flight
                 .store(consumer.in_flight, Ordering::Relaxed);
         }
-        Some(entry)
     }
 }
 
@@ -349,9 +390,11 @@ impl Channel {
         max: usize,
         out: &mut Vec<Message>,
     ) -> bool {
+        let mut guard = self.lock();
+        // Read under the lock, so consumers on other threads add their
+        // deadlines in time order and `Deadlines` can append them.
         let now = Instant::now();
         let deadline = now + msg_timeout;
-        let mut guard = self.lock();
         if guard.deleted {
             return false;
         }
@@ -371,7 +414,7 @@ impl Channel {
                 break;
             };
             msg.attempts = msg.attempts.saturating_add(1);
-            state.deadlines.insert((deadline, msg.id));
+            state.deadlines.push(deadline, msg.id);
             state.in_flight.insert(
                 msg.id,
                 InFlight {
@@ -390,6 +433,14 @@ impl Channel {
             .in_flight
             .store(consumer.in_flight, Ordering::Relaxed);
         let credit_left = consumer.in_flight < rdy;
+        if taken > 0 {
+            // Entries of messages finished out of order pile up behind a
+            // live front; this keeps them in proportion to what is in flight.
+            let in_flight = &state.in_flight;
+            state.deadlines.compact(in_flight.len(), |deadline, id| {
+                is_current(in_flight, deadline, id)
+            });
+        }
         let in_memory = state.queue.len() + state.deferred.len();
         let refill = state
             .backlog
@@ -411,12 +462,37 @@ impl Channel {
     /// `FIN`: the message is done. Returns its publish timestamp (ns since the epoch).
     pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<i64, InFlightError> {
         let mut state = self.lock();
-        Self::check_owner(&state, client, id)?;
-        let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
+        Self::finish_locked(&mut state, client, id)
+    }
+
+    fn finish_locked(
+        state: &mut State,
+        client: ClientId,
+        id: &MessageId,
+    ) -> Result<i64, InFlightError> {
+        let entry = state.take_in_flight_of(client, id)?;
         if let (Some(backlog), Some(seq)) = (state.backlog.as_mut(), id.to_u64()) {
             backlog.finish(seq);
         }
         Ok(entry.msg.timestamp_ns)
+    }
+
+    /// `FIN` of several messages under one lock, as a consumer's FINs
+    /// arrive together: for each id in order, its publish timestamp or why
+    /// it could not be finished, appended to `out`.
+    pub fn finish_all(
+        &self,
+        client: ClientId,
+        ids: &[MessageId],
+        out: &mut Vec<Result<i64, InFlightError>>,
+    ) {
+        let mut state = self.lock();
+        out.extend(
+            ids.iter()
+                .map(|id| Self::finish_locked(&mut state, client, id)),
+        );
+        // FINs come mostly in delivery order: their entries are at the front.
+        state.drop_stale_deadlines();
     }
 
     /// Whether a message coming back has used up its attempts.
@@ -441,8 +517,7 @@ impl Channel {
         delay: Duration,
     ) -> Result<Requeued, InFlightError> {
         let mut state = self.lock();
-        Self::check_owner(&state, client, id)?;
-        let entry = state.take_in_flight(id).ok_or(InFlightError::NotInFlight)?;
+        let entry = state.take_in_flight_of(client, id)?;
         self.counters.requeue_count.fetch_add(1, Ordering::Relaxed);
         if self.is_spent(&entry.msg) {
             state.dead.push((entry.msg, DEAD_REQUEUED));
@@ -529,9 +604,9 @@ impl Channel {
             .get_mut(id)
             .ok_or(InFlightError::NotInFlight)?;
         let new_deadline = (Instant::now() + msg_timeout).min(entry.delivered_at + max_msg_timeout);
-        state.deadlines.remove(&(entry.deadline, *id));
+        // The old deadline's entry goes stale; see `Deadlines`.
         entry.deadline = new_deadline;
-        state.deadlines.insert((new_deadline, *id));
+        state.deadlines.push(new_deadline, *id);
         Ok(())
     }
 
@@ -548,9 +623,13 @@ impl Channel {
     fn process_deadlines(&self, now: Instant) -> Option<Instant> {
         let mut state = self.lock();
         let mut released = false;
-        while let Some(&(deadline, id)) = state.deadlines.first() {
+        while let Some((deadline, id)) = state.deadlines.first() {
             if deadline > now {
                 break;
+            }
+            state.deadlines.pop_first();
+            if !is_current(&state.in_flight, deadline, &id) {
+                continue;
             }
             if let Some(entry) = state.take_in_flight(&id) {
                 self.counters.timeout_count.fetch_add(1, Ordering::Relaxed);
@@ -573,6 +652,7 @@ impl Channel {
             state.queue.push_back(msg);
             released = true;
         }
+        state.drop_stale_deadlines();
         let next = state.next_deadline();
         drop(state);
         if released {
@@ -664,12 +744,19 @@ impl Channel {
 
     /// Takes the FINs not yet recorded and the current low watermark, for a
     /// persistent topic's checkpoint. `None` for memory-tier channels.
+    ///
+    /// Only FINs at or above the watermark need a mark in the store: the
+    /// watermark, written in the same checkpoint, covers every seq below it.
+    /// Consumers finish mostly in order, so most FINs need no write at all.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         let mut state = self.lock();
         let backlog = state.backlog.as_mut()?;
+        let low_watermark = backlog.low_watermark();
+        let mut finished = backlog.take_finished();
+        finished.retain(|&seq| seq >= low_watermark);
         Some(Checkpoint {
-            finished: backlog.take_finished(),
-            low_watermark: backlog.low_watermark(),
+            finished,
+            low_watermark,
         })
     }
 

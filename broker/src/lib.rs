@@ -19,6 +19,7 @@ pub mod broker;
 pub mod channel;
 pub mod client;
 pub mod ctl;
+mod deadlines;
 pub mod delayed;
 pub mod http;
 pub mod live_tier;

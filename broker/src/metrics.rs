@@ -230,9 +230,8 @@ impl Metrics {
 /// Records one FIN in `histogram`: the time since `published_ns` (the
 /// message's timestamp, nanoseconds since the Unix epoch). A clock that went
 /// backwards counts as zero rather than as a negative latency.
-pub fn observe_end_to_end(histogram: &Histogram, published_ns: i64) {
-    let now = crate::client::unix_nanos();
-    let nanos = now.saturating_sub(published_ns).max(0);
+pub fn observe_end_to_end(histogram: &Histogram, published_ns: i64, now_ns: i64) {
+    let nanos = now_ns.saturating_sub(published_ns).max(0);
     histogram.observe(nanos as f64 / 1e9);
 }
 

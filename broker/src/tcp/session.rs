@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::BufMut;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
-use triage_protocol::{decode_command, frame, Limits, Message, ProtocolError, MAGIC_V2};
+use triage_protocol::{
+    decode_command, frame, Command, Limits, Message, MessageId, ProtocolError, MAGIC_V2,
+};
 
 use super::commands;
 use super::connection::Connection;
@@ -113,6 +115,10 @@ pub struct Session {
     commands_seen: u64,
     last_read: Instant,
     taken: Vec<Message>,
+    /// FINs read but not yet applied (see `commands::fin`), and the
+    /// buffer their results go to, both kept to reuse their memory.
+    pub fin_batch: Vec<MessageId>,
+    pub fin_results: Vec<Result<i64, crate::channel::InFlightError>>,
 }
 
 impl Session {
@@ -146,6 +152,8 @@ impl Session {
             commands_seen: 0,
             last_read: Instant::now(),
             taken: Vec::new(),
+            fin_batch: Vec::new(),
+            fin_results: Vec::new(),
         }
     }
 
@@ -306,21 +314,32 @@ impl Session {
     }
 
     /// Decodes and executes every complete command in the input buffer.
+    /// Consecutive FINs are gathered and finished together before the next
+    /// other command, so every command still takes effect in order.
     async fn process_input(&mut self) -> Result<(), Exit> {
-        loop {
+        let result = loop {
             let command = match decode_command(&mut self.conn.input, &self.limits) {
                 Ok(Some(command)) => command,
-                Ok(None) => return Ok(()),
-                Err(err) => return Err(Exit::Fatal(err)),
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(Exit::Fatal(err)),
             };
             self.commands_seen += 1;
+            if let Command::Fin(id) = command {
+                if commands::fin_batchable(self) {
+                    self.fin_batch.push(id);
+                    continue;
+                }
+            }
+            commands::finish_batch(self);
             if let Err(err) = commands::execute(self, command).await {
                 if err.is_fatal() {
-                    return Err(Exit::Fatal(err));
+                    break Err(Exit::Fatal(err));
                 }
-                frame::encode_error(&err, &mut self.conn.output);
+                commands::reply_error(self, &err);
             }
-        }
+        };
+        commands::finish_batch(self);
+        result
     }
 
     /// Whether the BACKPRESSURE level lets this session's channel deliver. A

@@ -17,14 +17,12 @@ mod touch;
 use triage_protocol::{frame, Command, ErrorCode, ProtocolError};
 
 pub use backpressure::{publish_event as publish_backpressure_event, tier_flows, EVENTS_TOPIC};
+pub use fin::{apply_batch as finish_batch, batchable as fin_batchable};
 
 use super::session::{ClientState, Session};
 
 pub async fn execute(session: &mut Session, command: Command) -> Result<(), ProtocolError> {
-    if session.broker.config.requires_tls()
-        && !session.conn.is_tls()
-        && !matches!(command, Command::Identify(_))
-    {
+    if !tls_allows(session) && !matches!(command, Command::Identify(_)) {
         // nsqd's enforceTLSPolicy: nothing but IDENTIFY before the upgrade.
         return Err(ProtocolError::new(
             ErrorCode::Invalid,
@@ -50,6 +48,16 @@ pub async fn execute(session: &mut Session, command: Command) -> Result<(), Prot
         Command::Nop => nop::apply(session),
         Command::Backpressure(level) => backpressure::apply(session, level).await,
     }
+}
+
+/// nsqd's enforceTLSPolicy: with TLS required, only IDENTIFY comes before the upgrade.
+fn tls_allows(session: &Session) -> bool {
+    !session.broker.config.requires_tls() || session.conn.is_tls()
+}
+
+/// A non-fatal error's frame, in the order of the commands.
+pub fn reply_error(session: &mut Session, err: &ProtocolError) {
+    frame::encode_error(err, &mut session.conn.output);
 }
 
 fn reply_ok(session: &mut Session) {
