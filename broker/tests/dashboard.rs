@@ -368,6 +368,58 @@ fn compose_prometheus_and_dockerfile_agree() {
     }
 }
 
+/// The image's HEALTHCHECK asks the broker's HTTP API on loopback: it must
+/// follow the port `TRIAGE_HTTP_ADDRESS` gives the broker, and the workers'
+/// containers, which run no broker, must turn it off (it could only ever say
+/// "unhealthy" there). The example pipeline's exec steps name programs the
+/// image does not have, so the workers' start command rewrites each of them.
+#[test]
+fn the_images_health_check_and_programs_suit_each_service() {
+    let dockerfile = read("Dockerfile");
+    let mut health_check = String::new();
+    for line in dockerfile
+        .lines()
+        .skip_while(|line| !line.starts_with("HEALTHCHECK"))
+    {
+        health_check.push_str(line.trim_end_matches('\\'));
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    assert!(
+        health_check.contains("triagectl") && health_check.contains("TRIAGE_HTTP_ADDRESS"),
+        "the health check follows TRIAGE_HTTP_ADDRESS: {health_check:?}"
+    );
+
+    let compose = yaml("docker-compose.yml");
+    for worker in ["worker-1", "worker-2"] {
+        assert_eq!(
+            compose["services"][worker]["healthcheck"]["disable"],
+            serde_yaml::Value::Bool(true),
+            "{worker} turns off the broker's health check"
+        );
+    }
+
+    let example =
+        std::fs::read_to_string(manifest_dir().join("../worker/ticket-worker.example.toml"))
+            .unwrap();
+    let programs: BTreeSet<&str> = example
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("command = [\""))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(!programs.is_empty(), "the example has exec steps");
+    let worker_command = compose["services"]["worker-1"]["command"][0]
+        .as_str()
+        .unwrap();
+    for program in programs {
+        assert!(
+            worker_command.contains(&format!("s#\"{program}\"")),
+            "the workers' command rewrites the exec step {program}: {worker_command}"
+        );
+    }
+}
+
 /// This package's directory, read when the test runs: the path compiled in
 /// by `env!` goes stale when the same target dir serves a clone elsewhere.
 fn manifest_dir() -> std::path::PathBuf {
