@@ -93,6 +93,7 @@ impl Deadlines {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::HashSet;
     use std::time::Duration;

@@ -302,6 +302,46 @@ async fn finished_messages_are_trimmed_from_the_log() {
     tb.shutdown().await;
 }
 
+/// A checkpoint writes FIN marks only above the channel's low watermark:
+/// FINs in order are covered by the watermark alone, one out of order is
+/// marked until the watermark passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_mark_only_fins_above_the_watermark() {
+    let tb = common::start_broker(|_| {}).await;
+    let mut consumer = tb.consumer("t", "c", 100).await;
+    let mut producer = tb.connect().await;
+    producer.mpub("t", common::bodies("m", 10)).await;
+    let msgs = consumer.read_messages(10).await;
+    let seqs: Vec<u64> = msgs.iter().map(|m| m.id.to_u64().unwrap()).collect();
+    // All but the fourth.
+    for msg in msgs.iter().filter(|m| m.id != msgs[3].id) {
+        consumer.fin(&msg.id).await;
+    }
+    consumer.assert_alive().await;
+    // What the channel hands the checkpoint: the watermark and the FINs above it.
+    let channel = tb.broker().existing_channel("t", "c").unwrap();
+    let taken = channel.checkpoint().unwrap();
+    assert_eq!(taken.low_watermark, seqs[3]);
+    assert_eq!(taken.finished, seqs[4..]);
+    channel.restore_finished(taken.finished);
+    tb.broker().checkpoint().await;
+    let store = tb.broker().store.clone();
+    let marked = store.finished("t", "c", 0, usize::MAX).unwrap();
+    assert_eq!(
+        marked,
+        seqs[4..],
+        "only FINs above the watermark (seq {})",
+        seqs[3]
+    );
+    // Only the fourth is left in the log's live part.
+    consumer.fin(&msgs[3].id).await;
+    consumer.assert_alive().await;
+    tb.broker().checkpoint().await;
+    assert!(store.finished("t", "c", 0, usize::MAX).unwrap().is_empty());
+    assert!(store.read_log("t", 0, usize::MAX).unwrap().is_empty());
+    tb.shutdown().await;
+}
+
 /// A full disk: publishes fail with E_PUB_FAILED and a reason, never a false
 /// OK; once space returns, publishing works again without a restart; and
 /// every message that was acknowledged is there after a restart.

@@ -737,6 +737,41 @@ async fn fin_twice_fails_the_second_time() {
     tb.shutdown().await;
 }
 
+/// FINs that arrive in one read are finished together; each bad one still
+/// gets its own E_FIN_FAILED, in order, and the good ones around it count.
+#[tokio::test]
+async fn fins_sent_together_finish_each_and_fail_each_bad_one() {
+    let tb = start_broker(|_| {}).await;
+    let mut client = tb.consumer("t", "c", 3).await;
+    tb.publish_all("t", ["a", "b", "c"]).await;
+    let msgs = client.read_messages(3).await;
+    let id = |i: usize| String::from_utf8_lossy(msgs[i].id.as_bytes()).into_owned();
+    let unknown = String::from_utf8_lossy(MessageId::from_u64(0xdead_beef).as_bytes()).into_owned();
+    let lines = format!(
+        "FIN {}\nFIN {unknown}\nFIN {}\nFIN {}\nFIN {}\n",
+        id(0),
+        id(0),
+        id(1),
+        id(2)
+    );
+    client.send_raw(lines.as_bytes()).await;
+    let first = client.expect_error(ErrorCode::FinFailed).await;
+    let second = client.expect_error(ErrorCode::FinFailed).await;
+    assert!(first.contains(&unknown), "{first}");
+    assert!(second.contains(&id(0)), "{second}");
+    client.assert_alive().await;
+    let channel = tb.broker().existing_channel("t", "c").unwrap();
+    assert_eq!(channel.snapshot().in_flight, 0);
+    assert_eq!(
+        channel
+            .counters
+            .finish_count
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    tb.shutdown().await;
+}
+
 #[tokio::test]
 async fn fin_req_touch_before_sub_are_invalid() {
     let tb = start_broker(|_| {}).await;

@@ -432,8 +432,14 @@ url = "ftp://tickets/update"
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     let lines: Vec<&str> = stderr.trim_end().lines().collect();
     assert_eq!(lines.len(), 2, "{stderr}");
-    assert!(lines.iter().all(|l| l.starts_with("triage-worker: ")), "{stderr}");
-    assert!(stderr.contains("subscriptions[0].max_in_flight"), "{stderr}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("triage-worker: ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("subscriptions[0].max_in_flight"),
+        "{stderr}"
+    );
     assert!(stderr.contains("subscriptions[0].steps[0].url"), "{stderr}");
 }
 
