@@ -10,18 +10,19 @@
 //! is either not released yet or waiting on disk. A paused topic stops
 //! releasing, so refills stop at the pause point too.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use triage_protocol::{Message, MessageId};
 
+use crate::seq_runs::SeqRuns;
 use crate::store::StoredMessage;
 
 #[derive(Debug)]
 pub struct Backlog {
     /// Seqs queued, deferred or in flight in memory.
-    outstanding: BTreeSet<u64>,
+    outstanding: SeqRuns,
     /// The next seq not loaded into memory.
     cursor: u64,
     /// Messages at or past `cursor` wait on disk; refills load them.
@@ -50,7 +51,7 @@ impl Backlog {
     /// A new channel that sees messages from `start` on, as they are released.
     pub fn new(start: u64, released: Arc<AtomicU64>) -> Backlog {
         Backlog {
-            outstanding: BTreeSet::new(),
+            outstanding: SeqRuns::default(),
             cursor: start,
             behind: false,
             finished_on_disk: HashSet::new(),
@@ -191,7 +192,7 @@ impl Backlog {
     }
 
     pub fn finish(&mut self, seq: u64) {
-        self.outstanding.remove(&seq);
+        self.outstanding.remove(seq);
         self.finished.push(seq);
     }
 
@@ -199,7 +200,6 @@ impl Backlog {
     pub fn low_watermark(&self) -> u64 {
         self.outstanding
             .first()
-            .copied()
             .unwrap_or(self.cursor)
             .min(self.cursor)
     }

@@ -25,6 +25,7 @@ pub mod http;
 pub mod live_tier;
 pub mod lookup;
 pub mod metrics;
+mod seq_runs;
 pub mod server;
 pub mod store;
 pub mod tcp;
