@@ -300,6 +300,22 @@ async fn release(
             channel,
             incarnation,
         } = target;
+        // Requeues made by an earlier channel of this name, deleted since,
+        // are not for the channel that has the name now.
+        let floor = match &channel {
+            Some(name) => broker.store.requeue_floor(&topic_name, name)?,
+            None => 0,
+        };
+        let (entries, stale): (Vec<_>, Vec<_>) =
+            entries.into_iter().partition(|(key, _)| key.id >= floor);
+        if !stale.is_empty() {
+            let keys: Vec<_> = stale.into_iter().map(|(key, _)| key).collect();
+            broker.store.drop_delayed(&keys).await?;
+            tracing::debug!(topic = %topic_name, ?channel, count = keys.len(), "delayed requeues of a deleted channel dropped");
+        }
+        if entries.is_empty() {
+            continue;
+        }
         let count = entries.len() as u64;
         let target = broker
             .existing_topic(&topic_name)

@@ -213,6 +213,27 @@ async fn entries_of_a_deleted_topic_are_dropped_not_delivered_to_a_new_one() {
     tb.shutdown().await;
 }
 
+#[tokio::test]
+async fn requeues_of_a_deleted_channel_are_dropped_not_delivered_to_a_new_one() {
+    let tb = start_broker(|_| {}).await;
+    let mut consumer = tb.consumer("t", "c", 1).await;
+    tb.publish_all("t", ["old"]).await;
+    let old = consumer.read_message().await;
+    consumer.req(&old.id, 300).await;
+    consumer.assert_alive().await;
+    tb.broker().delete_channel("t", "c").await.unwrap();
+    assert_eq!(tb.broker().delayed.pending_for_channel("t", "c"), 0);
+    // A channel of the same name again, and a deferred publish for it.
+    let mut consumer = tb.consumer("t", "c", 5).await;
+    tb.connect().await.dpub("t", 600, "new").await;
+    // "old" is due first but was requeued by the deleted channel.
+    let msg = consumer.read_message().await;
+    assert_eq!(body_str(&msg), "new");
+    consumer.expect_nothing_for(QUIET).await;
+    assert_eq!(tb.broker().delayed.pending_for_channel("t", "c"), 0);
+    tb.shutdown().await;
+}
+
 /// Reads the next message of `<topic>.dead` and parses its JSON envelope.
 async fn next_dead_letter(tb: &TestBroker, topic: &str) -> Value {
     let mut dead = tb.consumer(&format!("{topic}.dead"), "inspect", 1).await;

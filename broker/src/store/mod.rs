@@ -93,11 +93,12 @@ use engine::{cf, Engine};
 pub use schema::DelayedKey;
 use schema::{
     channel_records_prefix, counts_topic_prefix, fin_channel_prefix, fin_topic_prefix,
-    floors_prefix, log_key_with_prefix, log_prefix, prefix_end, topic_records_prefix,
-    watermarks_prefix, Cf, ChannelKey, ChannelRecord, ChannelSchema, Count, CountKey, CountSchema,
-    DecodeError, DelayedSchema, FinKey, FinMark, FinSchema, FloorKey, FloorSchema, GenerationKey,
-    KeyCodec, LogKey, LogSchema, Schema, Seq, TopicKey, TopicRecord, TopicSchema, ValueCodec,
-    WatermarkKey, WatermarkSchema, MAX_NAME_LEN,
+    floors_prefix, log_key_with_prefix, log_prefix, prefix_end, requeue_floors_prefix,
+    topic_records_prefix, watermarks_prefix, Cf, ChannelKey, ChannelRecord, ChannelSchema, Count,
+    CountKey, CountSchema, DecodeError, DelayedSchema, FinKey, FinMark, FinSchema, FloorKey,
+    FloorSchema, GenerationKey, KeyCodec, LogKey, LogSchema, RequeueFloorKey, RequeueFloorSchema,
+    Schema, Seq, TopicKey, TopicRecord, TopicSchema, ValueCodec, WatermarkKey, WatermarkSchema,
+    MAX_NAME_LEN,
 };
 use triage_config::TopicSettings;
 use writer::{Batch, Command, Counters, WriteRequest, Writer};
@@ -670,6 +671,12 @@ impl Store {
         batch.delete_range_raw(Cf::Meta, channels.clone(), prefix_bound(&channels)?);
         let watermarks = watermarks_prefix(Some(name));
         batch.delete_range_raw(Cf::Meta, watermarks.clone(), prefix_bound(&watermarks)?);
+        let requeue_floors = requeue_floors_prefix(Some(name));
+        batch.delete_range_raw(
+            Cf::Meta,
+            requeue_floors.clone(),
+            prefix_bound(&requeue_floors)?,
+        );
         batch.delete::<FloorSchema>(&FloorKey(name.to_owned()));
         batch.delete::<TopicSchema>(&TopicKey(name.to_owned()));
         // Its delayed entries stay until due (they are ordered by due time,
@@ -740,7 +747,10 @@ impl Store {
     }
 
     /// Deletes a channel: its record, watermark and finished marks. The log
-    /// is the topic's and stays. Durable before it returns.
+    /// is the topic's and stays. Its delayed requeues stay until due (they
+    /// are ordered by due time) and are dropped then: every id they have is
+    /// below the requeue floor written here, so a channel created again
+    /// under the name never receives them. Durable before it returns.
     ///
     /// # Errors
     /// As [`Store::append`].
@@ -762,7 +772,31 @@ impl Store {
             topic: topic.to_owned(),
             channel: Some(channel.to_owned()),
         });
+        batch.put::<RequeueFloorSchema>(
+            &RequeueFloorKey {
+                topic: topic.to_owned(),
+                channel: channel.to_owned(),
+            },
+            &Seq(self.next_delayed_id()),
+        );
         self.submit(batch, true).await
+    }
+
+    /// Delayed requeues of `topic/channel` with an id below this were made by
+    /// an earlier channel of that name (see [`Store::delete_channel`]).
+    ///
+    /// # Errors
+    /// As [`Store::read_log`].
+    pub fn requeue_floor(&self, topic: &str, channel: &str) -> Result<u64, StoreError> {
+        check_name("topic", topic)?;
+        check_name("channel", channel)?;
+        let key = RequeueFloorKey {
+            topic: topic.to_owned(),
+            channel: channel.to_owned(),
+        };
+        Ok(self
+            .get::<RequeueFloorSchema>(&key)?
+            .map_or(0, |Seq(floor)| floor))
     }
 
     /// Every topic with its channels, as last written, sorted by name; for
@@ -841,6 +875,15 @@ impl Store {
             topic.next_seq = after_last.max(floor);
         }
         Ok(topics.into_values().collect())
+    }
+
+    /// The id the next delayed entry will get: every id handed out so far is below it.
+    fn next_delayed_id(&self) -> u64 {
+        let ids = self
+            .delayed_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (ids.generation << 32) | ids.next
     }
 
     /// Hands out `count` consecutive delayed-entry ids (see [`DelayedIds`]).

@@ -321,6 +321,8 @@ impl Schema for FinSchema {
 //   'W' [topic][channel]   -> Seq           (the channel's low watermark)
 //   'F' [topic]            -> Seq           (the topic's log floor: trimmed below it)
 //   'G'                    -> Seq           (the last delayed-id generation handed out)
+//   'R' [topic][channel]   -> Seq           (delayed ids below it were requeued by an
+//                                            earlier channel of that name, since deleted)
 //
 // The watermark is its own record, not a field of the channel record, so the
 // frequent advance (on the FIN path) and the rare pause (admin) never
@@ -332,6 +334,7 @@ const TAG_CHANNEL: u8 = b'C';
 const TAG_WATERMARK: u8 = b'W';
 const TAG_FLOOR: u8 = b'F';
 const TAG_GENERATION: u8 = b'G';
+const TAG_REQUEUE_FLOOR: u8 = b'R';
 const META_VERSION: u8 = 1;
 const FLAG_PAUSED: u8 = 0b1;
 
@@ -358,6 +361,11 @@ pub(crate) fn watermarks_prefix(topic: Option<&str>) -> Vec<u8> {
     meta_prefix(TAG_WATERMARK, topic)
 }
 
+/// Every requeue floor (of `topic`, or of all topics) starts with this.
+pub(crate) fn requeue_floors_prefix(topic: Option<&str>) -> Vec<u8> {
+    meta_prefix(TAG_REQUEUE_FLOOR, topic)
+}
+
 /// Every log floor starts with this.
 pub(crate) fn floors_prefix() -> Vec<u8> {
     meta_prefix(TAG_FLOOR, None)
@@ -380,6 +388,12 @@ pub(crate) struct WatermarkKey {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct FloorKey(pub(crate) String);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RequeueFloorKey {
+    pub(crate) topic: String,
+    pub(crate) channel: String,
+}
 
 fn encode_topic_key(tag: u8, topic: &str) -> Vec<u8> {
     meta_prefix(tag, Some(topic))
@@ -447,6 +461,17 @@ impl KeyCodec for WatermarkKey {
     fn decode_key(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (topic, channel) = decode_channel_key(TAG_WATERMARK, bytes)?;
         Ok(WatermarkKey { topic, channel })
+    }
+}
+
+impl KeyCodec for RequeueFloorKey {
+    fn encode_key(&self) -> Vec<u8> {
+        encode_channel_key(TAG_REQUEUE_FLOOR, &self.topic, &self.channel)
+    }
+
+    fn decode_key(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (topic, channel) = decode_channel_key(TAG_REQUEUE_FLOOR, bytes)?;
+        Ok(RequeueFloorKey { topic, channel })
     }
 }
 
@@ -587,6 +612,14 @@ pub(crate) struct WatermarkSchema;
 impl Schema for WatermarkSchema {
     const CF: Cf = Cf::Meta;
     type Key = WatermarkKey;
+    type Value = Seq;
+}
+
+pub(crate) struct RequeueFloorSchema;
+
+impl Schema for RequeueFloorSchema {
+    const CF: Cf = Cf::Meta;
+    type Key = RequeueFloorKey;
     type Value = Seq;
 }
 

@@ -734,6 +734,37 @@ async fn deleting_a_topic_or_channel_drops_its_counts() {
 }
 
 #[tokio::test]
+async fn deleting_a_channel_puts_its_earlier_requeues_below_a_durable_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), SyncPolicy::Group);
+    assert_eq!(store.requeue_floor("t", "c").unwrap(), 0);
+    store
+        .requeue_delayed(5, &delayed("t", Some("c"), "old"), 0)
+        .await
+        .unwrap();
+    store.delete_channel("t", "c").await.unwrap();
+    store
+        .requeue_delayed(5, &delayed("t", Some("c"), "new"), 0)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    // After a restart the floor still tells the two apart.
+    let store = open(dir.path(), SyncPolicy::Group);
+    let floor = store.requeue_floor("t", "c").unwrap();
+    let due = store.read_delayed(None, 5, 10).unwrap().due;
+    let below: Vec<bool> = due.iter().map(|(key, _)| key.id < floor).collect();
+    assert_eq!(
+        below,
+        [true, false],
+        "old below the floor, new at or above it"
+    );
+    // A topic's deletion takes its floors with it.
+    store.delete_topic("t").await.unwrap();
+    assert_eq!(store.requeue_floor("t", "c").unwrap(), 0);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn create_channel_clears_marks_left_under_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), SyncPolicy::Group);
