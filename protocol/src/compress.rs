@@ -34,6 +34,22 @@ pub enum Decoder {
     Deflate(DeflateDecoder),
 }
 
+/// Both directions of a stream once snappy is negotiated.
+pub fn snappy_pair() -> (Encoder, Decoder) {
+    (
+        Encoder::Snappy(SnappyEncoder::new()),
+        Decoder::Snappy(SnappyDecoder::new()),
+    )
+}
+
+/// Both directions of a stream once deflate is negotiated, compressing at `level`.
+pub fn deflate_pair(level: u32) -> (Encoder, Decoder) {
+    (
+        Encoder::Deflate(DeflateEncoder::new(level)),
+        Decoder::Deflate(DeflateDecoder::new()),
+    )
+}
+
 impl Encoder {
     /// Compresses all of `plain` and appends bytes that a peer's decoder can
     /// fully decode right away (flushed: nothing held back) to `out`.

@@ -10,9 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use triage_protocol::compress::{
-    Decoder, DeflateDecoder, DeflateEncoder, Encoder, SnappyDecoder, SnappyEncoder,
-};
+use triage_protocol::compress::{deflate_pair, snappy_pair, Decoder, Encoder};
 use triage_protocol::frame::parse_error_text;
 use triage_protocol::{decode_frame, Command, Frame, MAGIC_V2};
 
@@ -96,14 +94,8 @@ impl Wire {
     ) -> Result<(), ConsumerError> {
         let (encoder, decoder) = match compression {
             Compression::None => return Ok(()),
-            Compression::Snappy => (
-                Encoder::Snappy(SnappyEncoder::new()),
-                Decoder::Snappy(SnappyDecoder::new()),
-            ),
-            Compression::Deflate(level) => (
-                Encoder::Deflate(DeflateEncoder::new(u32::from(level))),
-                Decoder::Deflate(DeflateDecoder::new()),
-            ),
+            Compression::Snappy => snappy_pair(),
+            Compression::Deflate(level) => deflate_pair(u32::from(level)),
         };
         self.compression = Some(Compressed {
             encoder,

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use triage_protocol::compress::{
-    Decoder, DeflateDecoder, DeflateEncoder, Encoder, SnappyDecoder, SnappyEncoder,
-};
+use triage_protocol::compress::{deflate_pair, snappy_pair};
 use triage_protocol::{frame, ErrorCode, IdentifyRequest, IdentifyResponse, ProtocolError};
 
 use super::wrong_state;
@@ -132,14 +130,8 @@ pub(super) async fn apply(
     }
     let (encoder, decoder) = match compression {
         Compression::None => return Ok(()),
-        Compression::Snappy => (
-            Encoder::Snappy(SnappyEncoder::new()),
-            Decoder::Snappy(SnappyDecoder::new()),
-        ),
-        Compression::Deflate(level) => (
-            Encoder::Deflate(DeflateEncoder::new(level)),
-            Decoder::Deflate(DeflateDecoder::new()),
-        ),
+        Compression::Snappy => snappy_pair(),
+        Compression::Deflate(level) => deflate_pair(level),
     };
     session.conn.flush(timeout).await.map_err(upgrade_failed)?;
     session
