@@ -124,6 +124,16 @@ impl State {
             .drop_stale_front(|deadline, id| is_current(in_flight, deadline, id));
     }
 
+    /// Keeps the deadlines' stale entries in proportion to what is in
+    /// flight (entries of messages finished out of order pile up behind a
+    /// live front).
+    fn compact_deadlines(&mut self) {
+        let in_flight = &self.in_flight;
+        self.deadlines.compact(in_flight.len(), |deadline, id| {
+            is_current(in_flight, deadline, id)
+        });
+    }
+
     /// Takes `id` out of flight if `client` has it (one lookup for the
     /// common case), and gives the credit back.
     fn take_in_flight_of(
@@ -434,12 +444,7 @@ impl Channel {
             .store(consumer.in_flight, Ordering::Relaxed);
         let credit_left = consumer.in_flight < rdy;
         if taken > 0 {
-            // Entries of messages finished out of order pile up behind a
-            // live front; this keeps them in proportion to what is in flight.
-            let in_flight = &state.in_flight;
-            state.deadlines.compact(in_flight.len(), |deadline, id| {
-                is_current(in_flight, deadline, id)
-            });
+            state.compact_deadlines();
         }
         let in_memory = state.queue.len() + state.deferred.len();
         let refill = state

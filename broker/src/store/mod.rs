@@ -284,6 +284,13 @@ struct DelayedIds {
     next: u64,
 }
 
+impl DelayedIds {
+    /// The id the next entry will get.
+    fn next_id(&self) -> u64 {
+        (self.generation << 32) | self.next
+    }
+}
+
 const IDS_PER_GENERATION: u64 = 1 << 32;
 
 /// A channel's metadata as the broker sets it.
@@ -879,25 +886,24 @@ impl Store {
 
     /// The id the next delayed entry will get: every id handed out so far is below it.
     fn next_delayed_id(&self) -> u64 {
-        let ids = self
-            .delayed_ids
+        self.lock_delayed_ids().next_id()
+    }
+
+    fn lock_delayed_ids(&self) -> std::sync::MutexGuard<'_, DelayedIds> {
+        self.delayed_ids
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        (ids.generation << 32) | ids.next
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Hands out `count` consecutive delayed-entry ids (see [`DelayedIds`]).
     fn allocate_delayed_ids(&self, count: u64) -> Result<u64, StoreError> {
-        let mut ids = self
-            .delayed_ids
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ids = self.lock_delayed_ids();
         if ids.next + count > IDS_PER_GENERATION {
             // Once per four billion entries: a blocking synced write is fine.
             ids.generation = new_generation(&self.engine)?;
             ids.next = 0;
         }
-        let first = (ids.generation << 32) | ids.next;
+        let first = ids.next_id();
         ids.next += count;
         Ok(first)
     }
