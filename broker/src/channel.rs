@@ -21,7 +21,7 @@ use triage_protocol::{Message, MessageId};
 
 use crate::backlog::{Backlog, RefillPlan};
 use crate::client::{ClientId, ClientInfo};
-use crate::deadlines::Deadlines;
+use crate::in_flight::{InFlight, InFlightSet};
 use crate::live_tier::LiveTier;
 use crate::store::Store;
 
@@ -34,19 +34,23 @@ pub enum InFlightError {
     WrongClient,
 }
 
-/// A consumer as the channel sees it.
+/// A consumer as the channel sees it: its messages in flight are its own,
+/// so its session touches memory no other consumer's writes to. Aligned so
+/// two consumers never share a cache line (or an adjacent-line prefetch pair).
 #[derive(Debug)]
+#[repr(align(128))]
 struct Consumer {
     info: Arc<ClientInfo>,
-    in_flight: u64,
+    in_flight: InFlightSet,
 }
 
-#[derive(Debug)]
-struct InFlight {
-    msg: Message,
-    client: ClientId,
-    deadline: Instant,
-    delivered_at: Instant,
+impl Consumer {
+    /// Publishes the in-flight count for `/stats` and the session's credit.
+    fn count_changed(&self) {
+        self.info
+            .in_flight
+            .store(self.in_flight.len() as u64, Ordering::Relaxed);
+    }
 }
 
 /// What makes a channel of a persistent topic durable: its view of the
@@ -83,12 +87,13 @@ pub struct Checkpoint {
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Message>,
-    in_flight: HashMap<MessageId, InFlight>,
-    /// Timeout order of `in_flight`.
-    deadlines: Deadlines,
     /// Due order of deferred messages.
     deferred: BTreeMap<(Instant, MessageId), Message>,
-    consumers: HashMap<ClientId, Consumer>,
+    /// Boxed, so each consumer's state has its own cache lines.
+    consumers: HashMap<ClientId, Box<Consumer>>,
+    /// What the timer task sleeps until (`None`: nothing to wait for). A new
+    /// deadline or due time earlier than this wakes it.
+    timer_at: Option<Instant>,
     paused: bool,
     deleted: bool,
     /// `Some` for channels of persistent topics.
@@ -99,16 +104,15 @@ struct State {
     dead: Vec<(Message, &'static str)>,
 }
 
-/// Whether a deadline entry is the current one of a message in flight.
-fn is_current(in_flight: &HashMap<MessageId, InFlight>, deadline: Instant, id: &MessageId) -> bool {
-    in_flight
-        .get(id)
-        .is_some_and(|entry| entry.deadline == deadline)
-}
-
 impl State {
-    fn next_deadline(&self) -> Option<Instant> {
-        let timeout = self.deadlines.first().map(|(t, _)| t);
+    /// Computes the earliest timeout or due time (one pass over the
+    /// consumers; the timer task's, not the hot path's).
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let timeout = self
+            .consumers
+            .values_mut()
+            .filter_map(|consumer| consumer.in_flight.next_deadline())
+            .min();
         let due = self.deferred.first_key_value().map(|((t, _), _)| *t);
         match (timeout, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -116,59 +120,50 @@ impl State {
         }
     }
 
-    /// Drops finished or touched messages' entries from the front of the
-    /// deadlines, so the next one is worth waking for.
-    fn drop_stale_deadlines(&mut self) {
-        let in_flight = &self.in_flight;
-        self.deadlines
-            .drop_stale_front(|deadline, id| is_current(in_flight, deadline, id));
+    /// Whether `at` is earlier than what the timer sleeps until; if so, it
+    /// becomes what the timer is woken for.
+    fn wakes_timer(&mut self, at: Instant) -> bool {
+        let earlier = self.timer_at.is_none_or(|next| at < next);
+        if earlier {
+            self.timer_at = Some(at);
+        }
+        earlier
     }
 
-    /// Keeps the deadlines' stale entries in proportion to what is in
-    /// flight (entries of messages finished out of order pile up behind a
-    /// live front).
-    fn compact_deadlines(&mut self) {
-        let in_flight = &self.in_flight;
-        self.deadlines.compact(in_flight.len(), |deadline, id| {
-            is_current(in_flight, deadline, id)
-        });
-    }
-
-    /// Takes `id` out of flight if `client` has it (one lookup for the
-    /// common case), and gives the credit back.
+    /// Takes `id` out of flight if `client` has it. The caller publishes
+    /// the consumer's new count.
     fn take_in_flight_of(
         &mut self,
         client: ClientId,
         id: &MessageId,
     ) -> Result<InFlight, InFlightError> {
-        let entry = self
-            .in_flight
-            .remove(id)
-            .ok_or(InFlightError::NotInFlight)?;
-        if entry.client != client {
-            self.in_flight.insert(*id, entry);
-            return Err(InFlightError::WrongClient);
+        if let Some(entry) = self
+            .consumers
+            .get_mut(&client)
+            .and_then(|consumer| consumer.in_flight.remove(id))
+        {
+            return Ok(entry);
         }
-        self.release(&entry);
-        Ok(entry)
+        Err(self.why_not_in_flight(client, id))
     }
 
-    /// Takes `id` out of flight and gives its consumer the credit back.
-    fn take_in_flight(&mut self, id: &MessageId) -> Option<InFlight> {
-        let entry = self.in_flight.remove(id)?;
-        self.release(&entry);
-        Some(entry)
+    /// The error for `id`, not in flight with `client` (the uncommon path:
+    /// it looks through the other consumers).
+    fn why_not_in_flight(&mut self, client: ClientId, id: &MessageId) -> InFlightError {
+        let elsewhere = self
+            .consumers
+            .iter_mut()
+            .any(|(other, consumer)| *other != client && consumer.in_flight.get(id).is_some());
+        if elsewhere {
+            InFlightError::WrongClient
+        } else {
+            InFlightError::NotInFlight
+        }
     }
 
-    /// The bookkeeping of a message leaving flight: its deadline, its consumer's credit.
-    fn release(&mut self, entry: &InFlight) {
-        // Its deadline entry goes stale; see `Deadlines`.
-        if let Some(consumer) = self.consumers.get_mut(&entry.client) {
-            consumer.in_flight = consumer.in_flight.saturating_sub(1);
-            consumer
-                .info
-                .in_flight
-                .store(consumer.in_flight, Ordering::Relaxed);
+    fn count_changed(&self, client: ClientId) {
+        if let Some(consumer) = self.consumers.get(&client) {
+            consumer.count_changed();
         }
     }
 }
@@ -324,7 +319,7 @@ impl Channel {
             }
             match due {
                 Some(due) => {
-                    earlier_due |= state.next_deadline().is_none_or(|next| due < next);
+                    earlier_due |= state.wakes_timer(due);
                     state.deferred.insert((due, msg.id), msg);
                 }
                 None => {
@@ -355,9 +350,13 @@ impl Channel {
         if max_consumers > 0 && state.consumers.len() >= max_consumers as usize {
             return Err("channel consumers for this channel reached the limit");
         }
-        state
-            .consumers
-            .insert(info.id, Consumer { info, in_flight: 0 });
+        state.consumers.insert(
+            info.id,
+            Box::new(Consumer {
+                info,
+                in_flight: InFlightSet::default(),
+            }),
+        );
         Ok(())
     }
 
@@ -366,19 +365,15 @@ impl Channel {
     /// Returns how many consumers remain.
     pub fn remove_consumer(&self, client: ClientId) -> usize {
         let mut state = self.lock();
-        state.consumers.remove(&client);
-        let orphaned: Vec<MessageId> = state
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.client == client)
-            .map(|(id, _)| *id)
-            .collect();
+        let orphaned = state
+            .consumers
+            .remove(&client)
+            .map(|mut consumer| consumer.in_flight.drain())
+            .unwrap_or_default();
         let requeued = !orphaned.is_empty();
-        for id in orphaned {
-            if let Some(entry) = state.take_in_flight(&id) {
-                self.counters.requeue_count.fetch_add(1, Ordering::Relaxed);
-                state.queue.push_back(entry.msg);
-            }
+        for entry in orphaned {
+            self.counters.requeue_count.fetch_add(1, Ordering::Relaxed);
+            state.queue.push_back(entry.msg);
         }
         let remaining = state.consumers.len();
         drop(state);
@@ -412,40 +407,28 @@ impl Channel {
             // Unpausing wakes everyone waiting for messages.
             return true;
         }
-        // Clients choose their own msg_timeout, so a new deadline can precede the timer's.
-        let wake_timer = guard.next_deadline().is_none_or(|next| deadline < next);
         let state = &mut *guard;
         let Some(consumer) = state.consumers.get_mut(&client) else {
             return false;
         };
         let mut taken = 0;
-        while consumer.in_flight < rdy && taken < max {
+        while (consumer.in_flight.len() as u64) < rdy && taken < max {
             let Some(mut msg) = state.queue.pop_front() else {
                 break;
             };
             msg.attempts = msg.attempts.saturating_add(1);
-            state.deadlines.push(deadline, msg.id);
-            state.in_flight.insert(
-                msg.id,
-                InFlight {
-                    msg: msg.clone(),
-                    client,
-                    deadline,
-                    delivered_at: now,
-                },
-            );
-            consumer.in_flight += 1;
+            consumer.in_flight.insert(InFlight {
+                msg: msg.clone(),
+                deadline,
+                delivered_at: now,
+            });
             taken += 1;
             out.push(msg);
         }
-        consumer
-            .info
-            .in_flight
-            .store(consumer.in_flight, Ordering::Relaxed);
-        let credit_left = consumer.in_flight < rdy;
-        if taken > 0 {
-            state.compact_deadlines();
-        }
+        consumer.count_changed();
+        let credit_left = (consumer.in_flight.len() as u64) < rdy;
+        // Clients choose their own msg_timeout, so a new deadline can precede the timer's.
+        let wake_timer = taken > 0 && state.wakes_timer(deadline);
         let in_memory = state.queue.len() + state.deferred.len();
         let refill = state
             .backlog
@@ -467,7 +450,9 @@ impl Channel {
     /// `FIN`: the message is done. Returns its publish timestamp (ns since the epoch).
     pub fn finish(&self, client: ClientId, id: &MessageId) -> Result<i64, InFlightError> {
         let mut state = self.lock();
-        Self::finish_locked(&mut state, client, id)
+        let finished = Self::finish_locked(&mut state, client, id);
+        state.count_changed(client);
+        finished
     }
 
     fn finish_locked(
@@ -496,8 +481,7 @@ impl Channel {
             ids.iter()
                 .map(|id| Self::finish_locked(&mut state, client, id)),
         );
-        // FINs come mostly in delivery order: their entries are at the front.
-        state.drop_stale_deadlines();
+        state.count_changed(client);
     }
 
     /// Whether a message coming back has used up its attempts.
@@ -523,6 +507,7 @@ impl Channel {
     ) -> Result<Requeued, InFlightError> {
         let mut state = self.lock();
         let entry = state.take_in_flight_of(client, id)?;
+        state.count_changed(client);
         self.counters.requeue_count.fetch_add(1, Ordering::Relaxed);
         if self.is_spent(&entry.msg) {
             state.dead.push((entry.msg, DEAD_REQUEUED));
@@ -548,7 +533,7 @@ impl Channel {
     /// Defers a message in memory until `due`.
     pub fn defer_in_memory(&self, msg: Message, due: Instant) {
         let mut state = self.lock();
-        let earlier = state.next_deadline().is_none_or(|next| due < next);
+        let earlier = state.wakes_timer(due);
         state.deferred.insert((due, msg.id), msg);
         drop(state);
         if earlier {
@@ -602,51 +587,42 @@ impl Channel {
         max_msg_timeout: Duration,
     ) -> Result<(), InFlightError> {
         let mut state = self.lock();
-        Self::check_owner(&state, client, id)?;
-        let state = &mut *state;
-        let entry = state
-            .in_flight
-            .get_mut(id)
-            .ok_or(InFlightError::NotInFlight)?;
-        let new_deadline = (Instant::now() + msg_timeout).min(entry.delivered_at + max_msg_timeout);
-        // The old deadline's entry goes stale; see `Deadlines`.
-        entry.deadline = new_deadline;
-        state.deadlines.push(new_deadline, *id);
-        Ok(())
-    }
-
-    fn check_owner(state: &State, client: ClientId, id: &MessageId) -> Result<(), InFlightError> {
-        match state.in_flight.get(id) {
-            None => Err(InFlightError::NotInFlight),
-            Some(entry) if entry.client != client => Err(InFlightError::WrongClient),
-            Some(_) => Ok(()),
+        let now = Instant::now();
+        let touched = state.consumers.get_mut(&client).is_some_and(|consumer| {
+            consumer.in_flight.touch(id, |entry| {
+                (now + msg_timeout).min(entry.delivered_at + max_msg_timeout)
+            })
+        });
+        if touched {
+            Ok(())
+        } else {
+            Err(state.why_not_in_flight(client, id))
         }
     }
 
     /// Requeues timed-out messages and releases due deferred ones. Returns the
     /// next deadline to sleep until.
     fn process_deadlines(&self, now: Instant) -> Option<Instant> {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let mut released = false;
-        while let Some((deadline, id)) = state.deadlines.first() {
-            if deadline > now {
-                break;
-            }
-            state.deadlines.pop_first();
-            if !is_current(&state.in_flight, deadline, &id) {
-                continue;
-            }
-            if let Some(entry) = state.take_in_flight(&id) {
-                self.counters.timeout_count.fetch_add(1, Ordering::Relaxed);
-                if let Some(consumer) = state.consumers.get(&entry.client) {
-                    consumer.info.wake(); // its connection has credit again
-                }
+        for consumer in state.consumers.values_mut() {
+            let mut timed_out = 0;
+            while let Some(entry) = consumer.in_flight.pop_expired(now) {
+                timed_out += 1;
                 if self.is_spent(&entry.msg) {
                     state.dead.push((entry.msg, DEAD_TIMED_OUT));
                 } else {
                     state.queue.push_back(entry.msg);
                     released = true;
                 }
+            }
+            if timed_out > 0 {
+                self.counters
+                    .timeout_count
+                    .fetch_add(timed_out, Ordering::Relaxed);
+                consumer.count_changed();
+                consumer.info.wake(); // its connection has credit again
             }
         }
         while let Some(entry) = state.deferred.first_entry() {
@@ -657,9 +633,9 @@ impl Channel {
             state.queue.push_back(msg);
             released = true;
         }
-        state.drop_stale_deadlines();
         let next = state.next_deadline();
-        drop(state);
+        state.timer_at = next;
+        drop(guard);
         if released {
             self.available.notify_waiters();
         }
@@ -707,14 +683,12 @@ impl Channel {
         state.queue.clear();
         state.deferred.clear();
         state.dead.clear();
-        state.in_flight.clear();
-        state.deadlines.clear();
         if let Some(backlog) = state.backlog.as_mut() {
             backlog.empty();
         }
         for consumer in state.consumers.values_mut() {
-            consumer.in_flight = 0;
-            consumer.info.in_flight.store(0, Ordering::Relaxed);
+            consumer.in_flight.clear();
+            consumer.count_changed();
             consumer.info.wake();
         }
     }
@@ -736,7 +710,11 @@ impl Channel {
     /// deliveries first, for saving the memory tier at shutdown.
     pub fn held_messages(&self) -> Vec<Message> {
         let state = self.lock();
-        let mut in_flight: Vec<_> = state.in_flight.values().collect();
+        let mut in_flight: Vec<_> = state
+            .consumers
+            .values()
+            .flat_map(|consumer| consumer.in_flight.iter())
+            .collect();
         in_flight.sort_by_key(|f| f.delivered_at);
         in_flight
             .into_iter()
@@ -834,7 +812,11 @@ impl Channel {
         ChannelSnapshot {
             depth: state.queue.len() as u64 + backend_depth,
             backend_depth,
-            in_flight: state.in_flight.len() as u64,
+            in_flight: state
+                .consumers
+                .values()
+                .map(|consumer| consumer.in_flight.len() as u64)
+                .sum(),
             deferred: state.deferred.len() as u64,
             paused: state.paused,
             clients: state.consumers.values().map(|c| c.info.clone()).collect(),
