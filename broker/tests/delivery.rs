@@ -154,6 +154,33 @@ async fn rdy_is_a_window_of_messages_in_flight() {
     tb.shutdown().await;
 }
 
+/// With most of its RDY in hand, a consumer's freed credit may wait for a
+/// batch (see `Session::holds_for_credit`), but only for a millisecond: a
+/// single FIN still brings the next message, and a batch of FINs as many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_freed_a_little_at_a_time_still_brings_messages_promptly() {
+    let tb = start_broker(|_| {}).await;
+    let mut c = tb.consumer("t", "c", 100).await;
+    tb.publish_all("t", bodies("m", 300)).await;
+    let mut held = c.read_messages(100).await;
+    for _ in 0..5 {
+        // One credit of 100: less than a batch.
+        c.fin(&held.remove(0).id).await;
+        let next = c.try_read_message(Duration::from_secs(1)).await;
+        held.push(next.expect("one FIN brings one message within the hold's bound"));
+    }
+    for msg in held.drain(..40) {
+        c.fin(&msg.id).await;
+    }
+    let batch = c.read_messages(40).await;
+    c.expect_nothing_for(QUIET).await;
+    let mut seen: Vec<String> = held.iter().chain(&batch).map(body_str).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 100, "each message once");
+    tb.shutdown().await;
+}
+
 #[tokio::test]
 async fn rdy_zero_stops_delivery() {
     let tb = start_broker(|_| {}).await;

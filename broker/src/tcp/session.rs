@@ -49,6 +49,12 @@ pub const DEFAULT_OUTPUT_BUFFER_TIMEOUT: Duration = Duration::from_millis(250);
 /// Messages taken from the channel per lock acquisition.
 const TAKE_BATCH: usize = 64;
 
+/// Credit gathered before sending to a consumer that still holds most of
+/// its RDY (a quarter of its RDY when that is smaller), and the longest it
+/// waits for it. See [`Session::holds_for_credit`].
+const CREDIT_BATCH: u64 = 256;
+const CREDIT_HOLD: Duration = Duration::from_millis(1);
+
 /// Why the loop ended; only for the log.
 #[derive(Debug)]
 enum Exit {
@@ -114,6 +120,8 @@ pub struct Session {
     pub identified: bool,
     commands_seen: u64,
     last_read: Instant,
+    /// Set while delivery waits for a batch of credit, to when it stops waiting.
+    hold_until: Option<Instant>,
     taken: Vec<Message>,
     /// FINs read but not yet applied (see `commands::fin`), and the
     /// buffer their results go to, both kept to reuse their memory.
@@ -151,6 +159,7 @@ impl Session {
             identified: false,
             commands_seen: 0,
             last_read: Instant::now(),
+            hold_until: None,
             taken: Vec::new(),
             fin_batch: Vec::new(),
             fin_results: Vec::new(),
@@ -295,6 +304,12 @@ impl Session {
                 }, if delivery == Delivery::WaitForMessages => {}
                 _ = self.info.woken() => {}
                 _ = async {
+                    match self.hold_until {
+                        Some(until) => tokio::time::sleep_until(until).await,
+                        None => std::future::pending().await,
+                    }
+                }, if delivery == Delivery::HoldForCredit => {}
+                _ = async {
                     match heartbeat.as_mut() {
                         Some(ticker) => { ticker.tick().await; }
                         None => std::future::pending::<()>().await,
@@ -352,6 +367,9 @@ impl Session {
 
     /// Sends what the channel has, within RDY, into the output buffer.
     fn deliver(&mut self, channel: &Arc<Channel>) -> Delivery {
+        if self.holds_for_credit() {
+            return Delivery::HoldForCredit;
+        }
         let id = self.info.id;
         loop {
             self.taken.clear();
@@ -403,8 +421,45 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Whether to wait for more credit before taking messages. A consumer
+    /// with most of its RDY in hand loses nothing if a few freed credits wait
+    /// for more (it has a large backlog of its own), while sending as each
+    /// FIN arrives costs a take and a socket write per few messages, and
+    /// the consumer a wake-up per write. So with less than a batch of credit
+    /// free, delivery waits for a batch or `CREDIT_HOLD`, whichever comes
+    /// first, and never longer than the client's output buffer timeout.
+    fn holds_for_credit(&mut self) -> bool {
+        let batch = (self.rdy / 4).min(CREDIT_BATCH);
+        let in_flight = self.info.in_flight.load(Ordering::Relaxed);
+        let free = self.rdy.saturating_sub(in_flight);
+        let max_hold = match self.settings.output_buffer_timeout {
+            Some(timeout) if self.settings.output_buffer_size > 0 => timeout.min(CREDIT_HOLD),
+            _ => Duration::ZERO,
+        };
+        if free == 0 || free >= batch || max_hold.is_zero() {
+            self.hold_until = None;
+            return false;
+        }
+        let now = Instant::now();
+        match self.hold_until {
+            None => {
+                self.hold_until = Some(now + max_hold);
+                true
+            }
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.hold_until = None;
+                false
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivery {
+    /// Waiting for a batch of credit (see [`Session::holds_for_credit`]).
+    HoldForCredit,
     /// Nothing to do until the client says something or is woken.
     Idle,
     /// Credit left but nothing queued: wait for the channel.
