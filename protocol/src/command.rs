@@ -229,6 +229,18 @@ pub fn decode_command(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Command>, ProtocolError> {
+    if let Some(id) = plain_fin(buf, limits) {
+        buf.advance(PLAIN_FIN_LEN);
+        return Ok(Some(Command::Fin(id)));
+    }
+    decode_any_command(buf, limits)
+}
+
+/// [`decode_command`] for every command, through the general line parser.
+fn decode_any_command(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Command>, ProtocolError> {
     let Some(newline) = find_newline(buf, limits)? else {
         return Ok(None);
     };
@@ -307,6 +319,23 @@ fn find_newline(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolEr
         )));
     }
     Ok(None)
+}
+
+/// `FIN <16-byte id>\n`.
+const PLAIN_FIN_LEN: usize = 4 + 16 + 1;
+
+/// The id of a `FIN <id>\n` at the front of `buf`, the command a consumer
+/// sends once per message, read without splitting the line. Anything
+/// else, or anything the general parser might read differently (a space,
+/// `\r` or newline within the id), is left to it.
+fn plain_fin(buf: &[u8], limits: &Limits) -> Option<MessageId> {
+    let line = buf.get(..PLAIN_FIN_LEN)?;
+    let id = <[u8; 16]>::try_from(&line[4..20]).ok()?;
+    let plain = line.starts_with(b"FIN ")
+        && line[20] == b'\n'
+        && limits.max_line_len >= PLAIN_FIN_LEN
+        && !id.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n'));
+    plain.then_some(MessageId(id))
 }
 
 /// What a command line says: a whole command, or one still waiting for its body.
@@ -770,6 +799,61 @@ fn go_quote(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Decodes everything in `input` with `decode`, recording each result
+    /// and what is left after it.
+    fn decode_all(
+        input: &[u8],
+        limits: &Limits,
+        decode: fn(&mut BytesMut, &Limits) -> Result<Option<Command>, ProtocolError>,
+    ) -> Vec<(String, usize)> {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            let result = decode(&mut buf, limits);
+            let stop = !matches!(result, Ok(Some(_)));
+            out.push((format!("{result:?}"), buf.len()));
+            if stop {
+                return out;
+            }
+        }
+    }
+
+    proptest! {
+        /// The FIN shortcut reads exactly what the general parser reads,
+        /// whatever bytes surround and fill the id.
+        #[test]
+        fn plain_fin_shortcut_agrees_with_the_line_parser(
+            lines in proptest::collection::vec(
+                (
+                    prop_oneof![Just(&b"FIN "[..]), Just(&b"FIN"[..]), Just(&b"FIN  "[..]), Just(&b"REQ "[..]), Just(&b"NOP"[..])],
+                    prop_oneof![3 => Just(16usize), 1 => 0..20usize].prop_flat_map(|len| {
+                        proptest::collection::vec(
+                            prop_oneof![
+                                20 => proptest::sample::select(&b"0123456789abcdef"[..]),
+                                1 => proptest::sample::select(&b" \r\nZ"[..]),
+                            ],
+                            len,
+                        )
+                    }),
+                    prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..]), Just(&b" x\n"[..]), Just(&b""[..])],
+                ),
+                1..6,
+            ),
+            max_line_len in prop_oneof![Just(1024usize), 18..24usize],
+        ) {
+            let input: Vec<u8> = lines
+                .iter()
+                .flat_map(|(head, id, tail)| [head.to_vec(), id.clone(), tail.to_vec()].concat())
+                .collect();
+            let limits = Limits { max_line_len, ..Limits::default() };
+            prop_assert_eq!(
+                decode_all(&input, &limits, decode_command),
+                decode_all(&input, &limits, decode_any_command)
+            );
+        }
+    }
 
     #[test]
     fn go_quote_matches_go_strconv_quote() {
