@@ -321,6 +321,26 @@ fn find_newline(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolEr
     Ok(None)
 }
 
+/// How far a command's line can be from its start for [`pending_command_len`]
+/// to find it (the longest name is 64 bytes).
+const LINE_LOOKAHEAD: usize = 128;
+
+/// The whole length of the incomplete command at the front of `buf`, once
+/// its body's length prefix has arrived, so a reader can make room for all
+/// of it at once rather than growing (and copying) its buffer chunk by chunk.
+/// `None` while the line or the prefix is incomplete, for commands without
+/// a body, and for sizes the decoder will refuse anyway.
+pub fn pending_command_len(buf: &[u8]) -> Option<usize> {
+    let window = &buf[..buf.len().min(LINE_LOOKAHEAD)];
+    let newline = window.iter().position(|&b| b == b'\n')?;
+    let name = window[..newline].split(|&b| b == b' ').next()?;
+    if !matches!(name, b"PUB" | b"MPUB" | b"DPUB" | b"IDENTIFY" | b"AUTH") {
+        return None;
+    }
+    let size = usize::try_from(read_len(buf, newline + 1)?).ok()?;
+    Some(newline + 1 + 4 + size)
+}
+
 /// `FIN <16-byte id>\n`.
 const PLAIN_FIN_LEN: usize = 4 + 16 + 1;
 
@@ -818,6 +838,29 @@ mod tests {
                 return out;
             }
         }
+    }
+
+    #[test]
+    fn pending_command_len_is_the_whole_command_once_its_size_is_known() {
+        let mut mpub = b"MPUB t\n".to_vec();
+        mpub.extend_from_slice(&14u32.to_be_bytes());
+        mpub.extend_from_slice(&1u32.to_be_bytes());
+        mpub.extend_from_slice(&6u32.to_be_bytes());
+        mpub.extend_from_slice(b"abcdef");
+        let whole = mpub.len();
+        assert_eq!(whole, 7 + 4 + 14);
+        for cut in 0..whole {
+            let known = pending_command_len(&mpub[..cut]);
+            assert_eq!(known, (cut >= 11).then_some(whole), "cut at {cut}");
+        }
+        let mut pubs = b"PUB t\n".to_vec();
+        pubs.extend_from_slice(&3u32.to_be_bytes());
+        assert_eq!(pending_command_len(&pubs), Some(6 + 4 + 3));
+        assert_eq!(pending_command_len(b"FIN 0123456789abcdef"), None);
+        assert_eq!(pending_command_len(b"NOP\n"), None);
+        let mut negative = b"PUB t\n".to_vec();
+        negative.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(pending_command_len(&negative), None);
     }
 
     proptest! {

@@ -97,6 +97,9 @@ pub struct Connection {
     encoder: Option<Encoder>,
     /// The decoder stopped at `max_input` and may have more without new bytes.
     decoder_has_more: bool,
+    /// The length of the command `input` starts with, when known (see
+    /// [`Connection::expect_command`]).
+    pending_len: usize,
     /// Bound on decoded-but-unparsed input. A whole command always fits, so
     /// the session can always make progress; beyond it, decompression waits
     /// until commands are consumed, and a small compressed frame cannot
@@ -117,6 +120,7 @@ impl Connection {
             decoder: None,
             encoder: None,
             decoder_has_more: false,
+            pending_len: 0,
             max_input,
         }
     }
@@ -126,7 +130,9 @@ impl Connection {
     /// await is a single `read_buf`.
     pub async fn read(&mut self) -> io::Result<bool> {
         if self.decoder.is_none() {
-            self.input.reserve(READ_CHUNK);
+            let rest = self.pending_len.min(self.max_input);
+            let rest = rest.saturating_sub(self.input.len());
+            self.input.reserve(if rest > 0 { rest } else { READ_CHUNK });
             return Ok(self.stream.read_buf(&mut self.input).await? > 0);
         }
         // Hand out what the decoder held back before reading more from the socket.
@@ -143,6 +149,14 @@ impl Connection {
         }
         self.decode()?;
         Ok(true)
+    }
+
+    /// The session could not decode a whole command from `input`: if its
+    /// length is known, the next reads make room for all of it at once
+    /// (a large MPUB otherwise grows the buffer several times, copying
+    /// what arrived so far onto fresh pages each time).
+    pub fn expect_command(&mut self) {
+        self.pending_len = triage_protocol::pending_command_len(&self.input).unwrap_or(0);
     }
 
     fn decode(&mut self) -> io::Result<()> {

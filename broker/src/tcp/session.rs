@@ -335,7 +335,10 @@ impl Session {
         let result = loop {
             let command = match decode_command(&mut self.conn.input, &self.limits) {
                 Ok(Some(command)) => command,
-                Ok(None) => break Ok(()),
+                Ok(None) => {
+                    self.conn.expect_command();
+                    break Ok(());
+                }
                 Err(err) => break Err(Exit::Fatal(err)),
             };
             self.commands_seen += 1;
