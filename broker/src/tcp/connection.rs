@@ -81,6 +81,10 @@ impl AsyncWrite for Stream {
 
 /// How much we ask the socket for at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// The most room made at once for a command whose length is known: a
+/// client announcing a large body gets room as its bytes arrive, a MiB at
+/// a time, not all of `max_input` for a header.
+const MAX_RESERVE: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Connection {
@@ -131,7 +135,7 @@ impl Connection {
     pub async fn read(&mut self) -> io::Result<bool> {
         if self.decoder.is_none() {
             let rest = self.pending_len.min(self.max_input);
-            let rest = rest.saturating_sub(self.input.len());
+            let rest = rest.saturating_sub(self.input.len()).min(MAX_RESERVE);
             self.input.reserve(if rest > 0 { rest } else { READ_CHUNK });
             return Ok(self.stream.read_buf(&mut self.input).await? > 0);
         }
