@@ -101,9 +101,11 @@ pub struct Connection {
     encoder: Option<Encoder>,
     /// The decoder stopped at `max_input` and may have more without new bytes.
     decoder_has_more: bool,
-    /// The length of the command `input` starts with, when known (see
-    /// [`Connection::expect_command`]).
-    pending_len: usize,
+    /// How much room the next read makes (see [`Connection::expect_command`]).
+    next_read: usize,
+    /// The length of the last whole command read: the next one is likely
+    /// the same (a publisher's MPUBs of one batch size).
+    last_command_len: usize,
     /// Bound on decoded-but-unparsed input. A whole command always fits, so
     /// the session can always make progress; beyond it, decompression waits
     /// until commands are consumed, and a small compressed frame cannot
@@ -124,7 +126,8 @@ impl Connection {
             decoder: None,
             encoder: None,
             decoder_has_more: false,
-            pending_len: 0,
+            next_read: READ_CHUNK,
+            last_command_len: 0,
             max_input,
         }
     }
@@ -134,9 +137,7 @@ impl Connection {
     /// await is a single `read_buf`.
     pub async fn read(&mut self) -> io::Result<bool> {
         if self.decoder.is_none() {
-            let rest = self.pending_len.min(self.max_input);
-            let rest = rest.saturating_sub(self.input.len()).min(MAX_RESERVE);
-            self.input.reserve(if rest > 0 { rest } else { READ_CHUNK });
+            self.input.reserve(self.next_read.max(1));
             return Ok(self.stream.read_buf(&mut self.input).await? > 0);
         }
         // Hand out what the decoder held back before reading more from the socket.
@@ -155,12 +156,22 @@ impl Connection {
         Ok(true)
     }
 
-    /// The session could not decode a whole command from `input`: if its
-    /// length is known, the next reads make room for all of it at once
-    /// (a large MPUB otherwise grows the buffer several times, copying
-    /// what arrived so far onto fresh pages each time).
-    pub fn expect_command(&mut self) {
-        self.pending_len = triage_protocol::pending_command_len(&self.input).unwrap_or(0);
+    /// The session could not decode a whole command from `input`
+    /// (`last_command_len`: the length of the last one it did, if any).
+    /// The next read makes room for the rest of the command when its length
+    /// is known, else for one like the last: a large MPUB then lands in one
+    /// buffer of its size, where growing the buffer a chunk at a time copied
+    /// what had arrived onto fresh pages at each step, and a buffer larger
+    /// than the command would stay allocated as long as its messages.
+    pub fn expect_command(&mut self, last_command_len: Option<usize>) {
+        if let Some(len) = last_command_len {
+            self.last_command_len = len;
+        }
+        let next_read = match triage_protocol::pending_command_len(&self.input) {
+            Some(len) => len.min(self.max_input).saturating_sub(self.input.len()),
+            None => self.last_command_len.max(READ_CHUNK),
+        };
+        self.next_read = next_read.min(MAX_RESERVE);
     }
 
     fn decode(&mut self) -> io::Result<()> {

@@ -332,16 +332,19 @@ impl Session {
     /// Consecutive FINs are gathered and finished together before the next
     /// other command, so every command still takes effect in order.
     async fn process_input(&mut self) -> Result<(), Exit> {
+        let mut last_command_len = None;
         let result = loop {
+            let before = self.conn.input.len();
             let command = match decode_command(&mut self.conn.input, &self.limits) {
                 Ok(Some(command)) => command,
                 Ok(None) => {
-                    self.conn.expect_command();
+                    self.conn.expect_command(last_command_len);
                     break Ok(());
                 }
                 Err(err) => break Err(Exit::Fatal(err)),
             };
             self.commands_seen += 1;
+            last_command_len = Some(before - self.conn.input.len());
             if let Command::Fin(id) = command {
                 if commands::fin_batchable(self) {
                     self.fin_batch.push(id);
