@@ -4,8 +4,10 @@
 //! All of a channel's mutable state sits behind one std `Mutex`: every critical
 //! section is a few map and queue operations with no `.await`, so a sync lock
 //! is cheaper than an async one and cannot be held across a suspension point.
-//! Timeouts and deferrals are two ordered sets served by one timer task per
-//! channel ([`Channel::run_timer`]), never a timer per message.
+//! Timeouts and deferrals are served by one timer task per channel
+//! ([`Channel::run_timer`]), never a timer per message: each consumer's
+//! in-flight messages keep their deadlines in delivery order (see
+//! `in_flight`), and deferred messages sit in an ordered set.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -396,8 +398,6 @@ impl Channel {
         out: &mut Vec<Message>,
     ) -> bool {
         let mut guard = self.lock();
-        // Read under the lock, so consumers on other threads add their
-        // deadlines in time order and `Deadlines` can append them.
         let now = Instant::now();
         let deadline = now + msg_timeout;
         if guard.deleted {
