@@ -6,11 +6,14 @@
 
 mod common;
 
+use std::time::Duration;
+
+use bytes::BytesMut;
 use common::{body_str, start_broker, Client, TestBroker, QUIET};
 use serde_json::{json, Value};
 use triage_broker::tcp::BACKPRESSURE_EVENTS_TOPIC;
 use triage_config::{Tier, TierRule};
-use triage_protocol::{Command, ErrorCode};
+use triage_protocol::{Command, ErrorCode, Frame, Message};
 
 /// Topics named `urgent*` are memory-tier, `batch*` delayed-tier (no
 /// default delay); everything else is persistent (the default).
@@ -243,4 +246,55 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// Frames up to the next `OK`; the messages among them.
+async fn messages_until_ok(client: &mut Client) -> Vec<Message> {
+    let mut messages = Vec::new();
+    loop {
+        match client.read_frame().await {
+            Frame::Message(msg) => messages.push(msg),
+            Frame::Response(data) if data == triage_protocol::OK => return messages,
+            other => panic!("expected messages then OK, got {other:?}"),
+        }
+    }
+}
+
+/// A consumer with most of its RDY in hand makes the broker wait for a
+/// batch of FINs before delivering more, and meanwhile its socket wakes the
+/// broker only once a batch's worth of bytes is in. Whatever that wait was
+/// doing when a BACKPRESSURE holds the tier back, a later small command (the
+/// level going down again) must still be read at once: the test repeats FIN,
+/// then FINs with BACKPRESSURE 2 in one write, then BACKPRESSURE 0 alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_waiting_for_a_credit_batch_still_has_small_commands_read() {
+    let tb = broker().await;
+    let mut client = tb.consumer("tickets", "c", 100).await;
+    tb.publish_all("tickets", (0..2000).map(|i| format!("m{i}")))
+        .await;
+    let mut held = client.read_messages(100).await;
+    for round in 0..20 {
+        client.fin(&held.remove(0).id).await;
+        // Long enough for the broker to read that FIN and start waiting for
+        // more credit, shorter than the wait (1 ms); a blocking sleep, since
+        // tokio's timer counts whole milliseconds.
+        std::thread::sleep(Duration::from_micros(300));
+        let mut write = BytesMut::new();
+        for msg in held.drain(..30) {
+            Command::Fin(msg.id).encode(&mut write);
+        }
+        Command::Backpressure(2).encode(&mut write);
+        client.send_raw(&write).await;
+        held.extend(messages_until_ok(&mut client).await);
+        client.send(&Command::Backpressure(0)).await;
+        let answered =
+            tokio::time::timeout(Duration::from_secs(2), messages_until_ok(&mut client)).await;
+        held.extend(answered.unwrap_or_else(|_| {
+            panic!("round {round}: BACKPRESSURE 0 was not answered within 2 s")
+        }));
+        while held.len() < 100 {
+            held.push(client.read_message().await);
+        }
+    }
+    tb.shutdown().await;
 }

@@ -341,8 +341,8 @@ pub fn pending_command_len(buf: &[u8]) -> Option<usize> {
     Some(newline + 1 + 4 + size)
 }
 
-/// `FIN <16-byte id>\n`.
-const PLAIN_FIN_LEN: usize = 4 + 16 + 1;
+/// The length of `FIN <16-byte id>\n`.
+pub const PLAIN_FIN_LEN: usize = 4 + 16 + 1;
 
 /// The id of a `FIN <id>\n` at the front of `buf`, the command a consumer
 /// sends once per message, read without splitting the line. Anything

@@ -30,7 +30,9 @@ pub mod identify;
 pub mod message;
 pub mod names;
 
-pub use command::{decode_command, pending_command_len, Command, MAX_BACKPRESSURE_LEVEL};
+pub use command::{
+    decode_command, pending_command_len, Command, MAX_BACKPRESSURE_LEVEL, PLAIN_FIN_LEN,
+};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{decode_frame, Frame, FrameType};
 pub use identify::{IdentifyRequest, IdentifyResponse};

@@ -106,6 +106,8 @@ pub struct Connection {
     /// The length of the last whole command read: the next one is likely
     /// the same (a publisher's MPUBs of one batch size).
     last_command_len: usize,
+    /// The socket's receive low-water mark as last set (1: the default).
+    low_water: usize,
     /// Bound on decoded-but-unparsed input. A whole command always fits, so
     /// the session can always make progress; beyond it, decompression waits
     /// until commands are consumed, and a small compressed frame cannot
@@ -128,6 +130,7 @@ impl Connection {
             decoder_has_more: false,
             next_read: READ_CHUNK,
             last_command_len: 0,
+            low_water: 1,
             max_input,
         }
     }
@@ -154,6 +157,21 @@ impl Connection {
         }
         self.decode()?;
         Ok(true)
+    }
+
+    /// Lets the socket wake the session only once `bytes` of input are
+    /// buffered (1: any byte; see `socket_option`). Plain TCP only; best
+    /// effort: if the kernel refuses, the mark stays as it was, which only
+    /// costs wake-ups.
+    pub fn wake_on_input(&mut self, bytes: usize) {
+        if bytes == self.low_water {
+            return;
+        }
+        if let Stream::Plain(stream) = &self.stream {
+            if super::socket_option::set_recv_low_water(stream, bytes).is_ok() {
+                self.low_water = bytes;
+            }
+        }
     }
 
     /// The session could not decode a whole command from `input`

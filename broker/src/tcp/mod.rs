@@ -1,10 +1,12 @@
 //! The TCP front end: the accept loop ([`serve`]), a socket with its buffers
 //! and compression ([`connection`]), a client's state machine and delivery
-//! loop ([`session`]) and one file per command ([`commands`]).
+//! loop ([`session`]), one file per command ([`commands`]) and the one socket
+//! option set through libc ([`socket_option`]).
 
 mod commands;
 pub mod connection;
 pub mod session;
+mod socket_option;
 
 /// The memory-tier topic on which every `BACKPRESSURE` level change is published.
 pub use commands::EVENTS_TOPIC as BACKPRESSURE_EVENTS_TOPIC;
